@@ -1,0 +1,24 @@
+//! The one place that names concrete burn backends. Everything else is generic
+//! over `B: Backend` (or `B: AutodiffBackend` for training) and picks its types
+//! from here.
+
+pub use burn::tensor::backend::{AutodiffBackend, Backend};
+
+/// burn's pure-Rust CPU backend: the default, used by tests and the small run.
+pub type Cpu = burn::backend::Flex;
+
+/// CPU backend with reverse-mode autodiff, for training on the CPU.
+pub type CpuTrain = burn::backend::Autodiff<Cpu>;
+
+/// burn's CUDA backend (feature `cuda`).
+#[cfg(feature = "cuda")]
+pub type Cuda = burn::backend::Cuda<f32, i32>;
+
+/// CUDA backend with autodiff (feature `cuda`).
+#[cfg(feature = "cuda")]
+pub type CudaTrain = burn::backend::Autodiff<Cuda>;
+
+/// The device of the CPU backend (there is only one).
+pub fn cpu_device() -> burn::tensor::Device<Cpu> {
+    Default::default()
+}

@@ -1,0 +1,11 @@
+//! `align`: supervised fine-tuning and Direct Preference Optimization of Gemma
+//! on burn, reproducing the alignment-handbook's zephyr-7b-gemma recipe with
+//! the numbers of transformers + TRL.
+//!
+//! Data flows one way (see DESIGN.md): `recipe` → `data` → `model` → `train`
+//! → `log`. Each module's doc comment says what it may import.
+
+pub mod backend;
+pub mod data;
+pub mod model;
+pub mod recipe;

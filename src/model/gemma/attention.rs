@@ -1,0 +1,182 @@
+//! Multi-head / grouped-query / multi-query self-attention with rotary
+//! embeddings, as transformers' eager `GemmaAttention`: scores scaled by
+//! `head_dim^-0.5`, masked positions filled before a softmax taken in fp32.
+
+use burn::module::Module;
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, DType, Int, Tensor};
+
+use super::linear::Linear;
+use super::rope::RopeTable;
+
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub q_proj: Linear<B>,
+    pub k_proj: Linear<B>,
+    pub v_proj: Linear<B>,
+    pub o_proj: Linear<B>,
+    #[module(skip)]
+    shape: HeadShape,
+}
+
+/// Head counts and size; `head_dim` is independent of the hidden size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadShape {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// Which key positions each query may not see: `[batch, 1, seq, seq]`, true = blocked.
+#[derive(Clone, Debug)]
+pub struct AttentionMask<B: Backend> {
+    blocked: Tensor<B, 4, Bool>,
+}
+
+impl<B: Backend> AttentionMask<B> {
+    /// Causal mask (burn's `tril_mask` is true strictly above the diagonal:
+    /// the future), plus padded keys blocked where `padding` (`[batch, seq]`,
+    /// 1 = token, 0 = padding) is given.
+    pub fn causal(
+        padding: Option<Tensor<B, 2, Int>>,
+        batch: usize,
+        seq: usize,
+        device: &B::Device,
+    ) -> Self {
+        let future = Tensor::<B, 2, Bool>::tril_mask([seq, seq], 0, device)
+            .unsqueeze::<4>()
+            .expand([batch, 1, seq, seq]);
+        let blocked = match padding {
+            Some(mask) => {
+                let pad_keys = mask
+                    .equal_elem(0)
+                    .reshape([batch, 1, 1, seq])
+                    .expand([batch, 1, seq, seq]);
+                future.bool_or(pad_keys)
+            }
+            None => future,
+        };
+        Self { blocked }
+    }
+}
+
+impl<B: Backend> Attention<B> {
+    pub fn new(
+        q_proj: Linear<B>,
+        k_proj: Linear<B>,
+        v_proj: Linear<B>,
+        o_proj: Linear<B>,
+        shape: HeadShape,
+    ) -> Self {
+        Self {
+            q_proj,
+            k_proj,
+            v_proj,
+            o_proj,
+            shape,
+        }
+    }
+
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RopeTable<B>,
+        mask: &AttentionMask<B>,
+    ) -> Tensor<B, 3> {
+        let [batch, seq, _] = x.dims();
+        let HeadShape {
+            heads,
+            kv_heads,
+            head_dim,
+        } = self.shape;
+        let split =
+            |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, head_dim]).swap_dims(1, 2);
+        let q = rope.apply(split(self.q_proj.forward(x.clone()), heads));
+        let k = rope.apply(split(self.k_proj.forward(x.clone()), kv_heads));
+        let v = split(self.v_proj.forward(x), kv_heads);
+        let (k, v) = (repeat_kv(k, heads), repeat_kv(v, heads));
+
+        let dtype = q.dtype();
+        let scores = q.matmul(k.swap_dims(2, 3)) * (head_dim as f64).powf(-0.5);
+        let scores = scores.cast(DType::F32).mask_fill(
+            mask.blocked.clone().expand([batch, heads, seq, seq]),
+            f32::MIN,
+        );
+        let probs = softmax(scores, 3).cast(dtype);
+        let out = probs
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch, seq, heads * head_dim]);
+        self.o_proj.forward(out)
+    }
+}
+
+/// Shares each key/value head among `heads / kv_heads` query heads.
+fn repeat_kv<B: Backend>(x: Tensor<B, 4>, heads: usize) -> Tensor<B, 4> {
+    let [batch, kv_heads, seq, head_dim] = x.dims();
+    if kv_heads == heads {
+        return x;
+    }
+    let groups = heads / kv_heads;
+    x.unsqueeze_dim::<5>(2)
+        .expand([batch, kv_heads, groups, seq, head_dim])
+        .reshape([batch, heads, seq, head_dim])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Cpu, cpu_device};
+
+    #[test]
+    fn causal_mask_blocks_future_and_padding() {
+        let device = cpu_device();
+        let padding = Tensor::<Cpu, 2, Int>::from_data([[1, 1, 0]], &device);
+        let mask = AttentionMask::causal(Some(padding), 1, 3, &device);
+        let blocked = mask.blocked.into_data().to_vec::<bool>().unwrap();
+        #[rustfmt::skip]
+        let expected = [
+            false, true,  true,
+            false, false, true,
+            false, false, true, // the padded key is blocked even for the padded query
+        ];
+        assert_eq!(blocked, expected);
+    }
+
+    #[test]
+    fn masked_attention_averages_only_visible_values() {
+        // One head, head_dim 2, identity projections, zero queries: each position
+        // attends uniformly to the keys it may see, so output t = mean(v_0..=v_t).
+        let device = cpu_device();
+        let eye = || {
+            Linear::new(Tensor::<Cpu, 2>::from_data(
+                [[1.0, 0.0], [0.0, 1.0]],
+                &device,
+            ))
+        };
+        let zero = Linear::new(Tensor::<Cpu, 2>::zeros([2, 2], &device));
+        let shape = HeadShape {
+            heads: 1,
+            kv_heads: 1,
+            head_dim: 2,
+        };
+        let attention = Attention::new(zero, eye(), eye(), eye(), shape);
+        let x = Tensor::<Cpu, 3>::from_data([[[2.0, 0.0], [4.0, 2.0], [6.0, 10.0]]], &device);
+        let rope = super::super::rope::Rope::new(2, 10_000.0).table_for_length::<Cpu>(
+            3,
+            DType::F32,
+            &device,
+        );
+        let mask = AttentionMask::causal(None, 1, 3, &device);
+        let out = attention
+            .forward(x, &rope, &mask)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let expected = [2.0, 0.0, 3.0, 1.0, 4.0, 4.0];
+        for (got, want) in out.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-5, "{out:?}");
+        }
+    }
+}

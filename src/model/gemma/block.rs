@@ -1,0 +1,37 @@
+//! One Gemma decoder layer: pre-norm attention and pre-norm MLP, each with a
+//! residual connection.
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+
+use super::attention::{Attention, AttentionMask};
+use super::mlp::Mlp;
+use super::norm::RmsNorm;
+use super::rope::RopeTable;
+
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    pub input_layernorm: RmsNorm<B>,
+    pub self_attn: Attention<B>,
+    pub post_attention_layernorm: RmsNorm<B>,
+    pub mlp: Mlp<B>,
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RopeTable<B>,
+        mask: &AttentionMask<B>,
+    ) -> Tensor<B, 3> {
+        let attended = self
+            .self_attn
+            .forward(self.input_layernorm.forward(x.clone()), rope, mask);
+        let x = x + attended;
+        let transformed = self
+            .mlp
+            .forward(self.post_attention_layernorm.forward(x.clone()));
+        x + transformed
+    }
+}

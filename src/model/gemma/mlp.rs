@@ -1,0 +1,43 @@
+//! Gemma's gated MLP (GeGLU): `down(act(gate(x)) * up(x))`.
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+use burn::tensor::activation::{gelu, gelu_approximate};
+use burn::tensor::backend::Backend;
+
+use super::Activation;
+use super::linear::Linear;
+
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    pub gate_proj: Linear<B>,
+    pub up_proj: Linear<B>,
+    pub down_proj: Linear<B>,
+    #[module(skip)]
+    activation: Activation,
+}
+
+impl<B: Backend> Mlp<B> {
+    pub fn new(
+        gate_proj: Linear<B>,
+        up_proj: Linear<B>,
+        down_proj: Linear<B>,
+        activation: Activation,
+    ) -> Self {
+        Self {
+            gate_proj,
+            up_proj,
+            down_proj,
+            activation,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let gate = self.gate_proj.forward(x.clone());
+        let gate = match self.activation {
+            Activation::GeluExact => gelu(gate),
+            Activation::GeluTanh => gelu_approximate(gate),
+        };
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+}

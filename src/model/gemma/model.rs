@@ -1,0 +1,128 @@
+//! The whole Gemma causal language model: token embedding scaled by
+//! `sqrt(hidden_size)`, the decoder layers, a final RMSNorm, and the LM head
+//! tied to the embedding.
+//!
+//! `forward_hidden` stops before the LM head on purpose: with Gemma's 256k
+//! vocabulary the `[batch, seq, vocab]` logits are the largest tensor of a
+//! step, so callers (`train::logps`) apply [`Gemma::logits`] chunk by chunk.
+
+use burn::module::{Module, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::module::embedding;
+use burn::tensor::{DType, Int, Tensor};
+
+use super::GemmaConfig;
+use super::attention::AttentionMask;
+use super::block::DecoderLayer;
+use super::norm::RmsNorm;
+use super::rope::{Rope, RopeTable};
+
+/// Inputs of one forward pass.
+#[derive(Clone, Debug)]
+pub struct ForwardInput<B: Backend> {
+    /// `[batch, seq]` token ids.
+    pub input_ids: Tensor<B, 2, Int>,
+    /// `[batch, seq]`, 1 = token, 0 = padding. `None`: no padding.
+    pub attention_mask: Option<Tensor<B, 2, Int>>,
+    /// Position ids per row; `None`: `0..seq` for every row (right padding).
+    pub positions: Option<Vec<Vec<usize>>>,
+}
+
+impl<B: Backend> ForwardInput<B> {
+    pub fn new(input_ids: Tensor<B, 2, Int>, attention_mask: Option<Tensor<B, 2, Int>>) -> Self {
+        Self {
+            input_ids,
+            attention_mask,
+            positions: None,
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Gemma<B: Backend> {
+    /// `[vocab, hidden]`; also the LM head (tied).
+    pub embed_tokens: Param<Tensor<B, 2>>,
+    pub layers: Vec<DecoderLayer<B>>,
+    pub norm: RmsNorm<B>,
+    /// Untied LM head `[vocab, hidden]` (Gemma v1 always ties; kept for completeness).
+    pub lm_head: Option<Param<Tensor<B, 2>>>,
+    #[module(skip)]
+    config: GemmaConfig,
+    #[module(skip)]
+    rope: Rope,
+}
+
+impl<B: Backend> Gemma<B> {
+    pub fn new(
+        config: GemmaConfig,
+        embed_tokens: Tensor<B, 2>,
+        layers: Vec<DecoderLayer<B>>,
+        norm: RmsNorm<B>,
+        lm_head: Option<Tensor<B, 2>>,
+    ) -> Self {
+        let rope = Rope::new(config.head_dim, config.rope_theta);
+        Self {
+            embed_tokens: Param::from_tensor(embed_tokens),
+            layers,
+            norm,
+            lm_head: lm_head.map(Param::from_tensor),
+            config,
+            rope,
+        }
+    }
+
+    pub fn config(&self) -> &GemmaConfig {
+        &self.config
+    }
+
+    /// The dtype of the activations (that of the embedding weights).
+    pub fn dtype(&self) -> DType {
+        self.embed_tokens.val().dtype()
+    }
+
+    /// Final-norm hidden states `[batch, seq, hidden]` for every position.
+    pub fn forward_hidden(&self, input: ForwardInput<B>) -> Tensor<B, 3> {
+        let [batch, seq] = input.input_ids.dims();
+        let device = input.input_ids.device();
+        let dtype = self.dtype();
+        let rope: RopeTable<B> = match &input.positions {
+            Some(rows) => self.rope.table(rows, dtype, &device),
+            None => self.rope.table_for_length(seq, dtype, &device),
+        };
+        let mask = AttentionMask::causal(input.attention_mask, batch, seq, &device);
+        let mut x =
+            embedding(self.embed_tokens.val(), input.input_ids) * self.embedding_scale(dtype);
+        for layer in &self.layers {
+            x = layer.forward(x, &rope, &mask);
+        }
+        self.norm.forward(x)
+    }
+
+    /// LM-head logits `[rows, vocab]` for hidden states `[rows, hidden]`, in the
+    /// activation dtype (callers upcast chunks to fp32 as needed).
+    pub fn logits(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens).val();
+        hidden.matmul(head.transpose())
+    }
+
+    /// Full logits `[batch, seq, vocab]`: for small models, tests and generation.
+    pub fn forward(&self, input: ForwardInput<B>) -> Tensor<B, 3> {
+        let hidden = self.forward_hidden(input);
+        let [batch, seq, width] = hidden.dims();
+        let logits = self.logits(hidden.reshape([batch * seq, width]));
+        let vocab = logits.dims()[1];
+        logits.reshape([batch, seq, vocab])
+    }
+
+    /// `sqrt(hidden_size)`, rounded to the activation dtype first as
+    /// transformers does (`torch.tensor(hidden_size**0.5, dtype=hidden.dtype)`).
+    fn embedding_scale(&self, dtype: DType) -> f64 {
+        let scale = (self.config.hidden_size as f64).sqrt();
+        match dtype {
+            DType::BF16 => half::bf16::from_f64(scale).to_f64(),
+            DType::F16 => half::f16::from_f64(scale).to_f64(),
+            DType::F32 => scale as f32 as f64,
+            _ => scale,
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! Hugging Face checkpoints in and out: `config.json` + `model.safetensors`
+//! (or shards with `model.safetensors.index.json`), so that what `align`
+//! writes loads in transformers, vLLM and llama.cpp's converters unchanged.
+//!
+//! The module's parameter paths are the checkpoint's tensor names (see
+//! `gemma/mod.rs`), so loading is a lookup by name with a shape check and
+//! saving is a walk over the parameters; no name map, no transposes.
+//! (burn-store's safetensors reader would need its PyTorch adapter only to
+//! transpose `[out, in]` weights, which this model keeps in PyTorch layout;
+//! reading the files directly lets every error name the file and tensor.)
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor, TensorData};
+use memmap2::Mmap;
+use safetensors::tensor::{Dtype as StDtype, TensorView};
+
+use super::gemma::{ActivationRule, ConfigError, Gemma, GemmaConfig, WeightSource};
+
+/// Files copied next to a saved model so the folder is self-contained.
+pub const TOKENIZER_FILES: [&str; 4] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum HfError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(
+        "{dir}: no model.safetensors or model.safetensors.index.json (a Hugging Face model folder is needed)"
+    )]
+    NoWeights { dir: PathBuf },
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("tensor {name} not found in {files}")]
+    MissingTensor { name: String, files: String },
+    #[error("{path}: tensor {name} has shape {found:?}, the config implies {expected:?}")]
+    WrongShape {
+        path: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("{path}: tensor {name} has dtype {dtype}, expected F32, BF16 or F16")]
+    UnsupportedDtype {
+        path: PathBuf,
+        name: String,
+        dtype: String,
+    },
+    #[error("{path}: unused tensors {names:?} (is this really a Gemma checkpoint?)")]
+    UnusedTensors { path: PathBuf, names: Vec<String> },
+}
+
+fn file_error(path: &Path, message: impl ToString) -> HfError {
+    HfError::File {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+/// Loads a Gemma from a Hugging Face folder, casting weights to `dtype`
+/// (default: fp32).
+pub fn load_gemma<B: Backend>(
+    dir: &Path,
+    dtype: DType,
+    device: &B::Device,
+) -> Result<Gemma<B>, HfError> {
+    load_gemma_with_rule(dir, dtype, ActivationRule::Modern, device)
+}
+
+/// As [`load_gemma`], with the activation rule of a given transformers release.
+pub fn load_gemma_with_rule<B: Backend>(
+    dir: &Path,
+    dtype: DType,
+    rule: ActivationRule,
+    device: &B::Device,
+) -> Result<Gemma<B>, HfError> {
+    let config = GemmaConfig::from_file_with_rule(&dir.join("config.json"), rule)?;
+    let mut source = SafetensorsSource::<B>::open(dir, dtype, device.clone())?;
+    let model = Gemma::from_source(config, &mut source)?;
+    source.check_all_used()?;
+    Ok(model)
+}
+
+/// One tensor's place in a mapped file.
+struct Entry {
+    file: usize,
+    dtype: StDtype,
+    shape: Vec<usize>,
+    range: (usize, usize),
+}
+
+/// Reads tensors by name from one or several memory-mapped safetensors files.
+pub struct SafetensorsSource<B: Backend> {
+    files: Vec<(PathBuf, Mmap)>,
+    entries: HashMap<String, Entry>,
+    used: std::collections::HashSet<String>,
+    dtype: DType,
+    device: B::Device,
+}
+
+impl<B: Backend> SafetensorsSource<B> {
+    /// Opens `model.safetensors`, or the shards listed in `model.safetensors.index.json`.
+    pub fn open(dir: &Path, dtype: DType, device: B::Device) -> Result<Self, HfError> {
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        let paths = if single.is_file() {
+            vec![single]
+        } else if index.is_file() {
+            shard_paths(&index)?
+        } else {
+            return Err(HfError::NoWeights {
+                dir: dir.to_path_buf(),
+            });
+        };
+        let mut source = Self {
+            files: Vec::new(),
+            entries: HashMap::new(),
+            used: Default::default(),
+            dtype,
+            device,
+        };
+        for path in paths {
+            source.add_file(path)?;
+        }
+        Ok(source)
+    }
+
+    fn add_file(&mut self, path: PathBuf) -> Result<(), HfError> {
+        let file = File::open(&path).map_err(|e| file_error(&path, e))?;
+        // SAFETY: the file is opened read-only and not modified while mapped
+        // (checkpoints are written to a temporary folder and renamed).
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| file_error(&path, e))?;
+        let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&map)
+            .map_err(|e| file_error(&path, format!("not a safetensors file: {e:?}")))?;
+        let start = 8 + header_len;
+        let index = self.files.len();
+        for (name, info) in metadata.tensors() {
+            let (begin, end) = info.data_offsets;
+            self.entries.insert(
+                name,
+                Entry {
+                    file: index,
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    range: (start + begin, start + end),
+                },
+            );
+        }
+        self.files.push((path, map));
+        Ok(())
+    }
+
+    /// Every tensor of the files was used: catches loading the wrong architecture.
+    pub fn check_all_used(&self) -> Result<(), HfError> {
+        let mut unused: Vec<String> = self
+            .entries
+            .keys()
+            .filter(|name| !self.used.contains(*name))
+            .cloned()
+            .collect();
+        if unused.is_empty() {
+            return Ok(());
+        }
+        unused.sort();
+        let path = self
+            .files
+            .first()
+            .map(|(p, _)| p.clone())
+            .unwrap_or_default();
+        Err(HfError::UnusedTensors {
+            path,
+            names: unused,
+        })
+    }
+
+    fn describe_files(&self) -> String {
+        let names: Vec<String> = self
+            .files
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect();
+        names.join(", ")
+    }
+}
+
+fn shard_paths(index: &Path) -> Result<Vec<PathBuf>, HfError> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: BTreeMap<String, String>,
+    }
+    let text = std::fs::read_to_string(index).map_err(|e| file_error(index, e))?;
+    let parsed: Index = serde_json::from_str(&text).map_err(|e| file_error(index, e))?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<&String> = parsed.weight_map.values().collect();
+    files.sort();
+    files.dedup();
+    let paths: Vec<PathBuf> = files.into_iter().map(|f| dir.join(f)).collect();
+    if let Some(missing) = paths.iter().find(|p| !p.is_file()) {
+        return Err(file_error(
+            missing,
+            "shard listed in model.safetensors.index.json is missing",
+        ));
+    }
+    Ok(paths)
+}
+
+impl<B: Backend> WeightSource<B> for SafetensorsSource<B> {
+    type Error = HfError;
+
+    fn tensor<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+    ) -> Result<Tensor<B, D>, HfError> {
+        let entry = self
+            .entries
+            .get(name)
+            .ok_or_else(|| HfError::MissingTensor {
+                name: name.to_string(),
+                files: self.describe_files(),
+            })?;
+        let path = &self.files[entry.file].0;
+        if entry.shape != shape {
+            return Err(HfError::WrongShape {
+                path: path.clone(),
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: entry.shape.clone(),
+            });
+        }
+        let file_dtype = match entry.dtype {
+            StDtype::F32 => DType::F32,
+            StDtype::BF16 => DType::BF16,
+            StDtype::F16 => DType::F16,
+            other => {
+                return Err(HfError::UnsupportedDtype {
+                    path: path.clone(),
+                    name: name.to_string(),
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        let bytes = self.files[entry.file].1[entry.range.0..entry.range.1].to_vec();
+        let data = TensorData::from_bytes_vec(bytes, shape, file_dtype).convert_dtype(self.dtype);
+        self.used.insert(name.to_string());
+        Ok(Tensor::from_data(data, (&self.device, self.dtype)))
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+}
+
+/// The model's parameters as `(checkpoint name, data)`, in module order.
+pub fn named_tensors<B: Backend>(model: &Gemma<B>) -> Vec<(String, TensorData)> {
+    let mut collector = NameCollector {
+        path: Vec::new(),
+        tensors: Vec::new(),
+    };
+    model.visit(&mut collector);
+    collector.tensors
+}
+
+/// Tracks the module path while visiting, so each parameter gets its full name.
+struct NameCollector {
+    path: Vec<String>,
+    tensors: Vec<(String, TensorData)>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for NameCollector {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let path = self.path.join(".");
+        let name = if path.starts_with("lm_head") {
+            path
+        } else {
+            format!("model.{path}")
+        };
+        self.tensors.push((name, param.val().into_data()));
+    }
+}
+
+/// Writes `config.json`, `model.safetensors` (metadata `format: pt`, which
+/// transformers requires) and `generation_config.json` into `dir`, and copies
+/// the tokenizer files from `tokenizer_dir` when given.
+pub fn save_gemma<B: Backend>(
+    model: &Gemma<B>,
+    dir: &Path,
+    tokenizer_dir: Option<&Path>,
+) -> Result<(), HfError> {
+    std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
+    let tensors = named_tensors(model);
+    let dtype = tensors.first().map_or(DType::F32, |(_, data)| data.dtype);
+    let views = tensors
+        .iter()
+        .map(|(name, data)| {
+            let view = TensorView::new(
+                safetensors_dtype(data.dtype),
+                data.shape.to_vec(),
+                data.as_bytes(),
+            )
+            .map_err(|e| file_error(dir, format!("tensor {name}: {e:?}")))?;
+            Ok((name.clone(), view))
+        })
+        .collect::<Result<Vec<_>, HfError>>()?;
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let weights = dir.join("model.safetensors");
+    safetensors::serialize_to_file(views, &Some(metadata), &weights)
+        .map_err(|e| file_error(&weights, format!("{e:?}")))?;
+
+    let mut config = model.config().clone();
+    config.torch_dtype = Some(torch_dtype_name(dtype).to_string());
+    write_json(&dir.join("config.json"), &config.to_json())?;
+
+    let generation = tokenizer_dir
+        .map(|d| d.join("generation_config.json"))
+        .filter(|p| p.is_file());
+    match generation {
+        Some(path) => copy(&path, &dir.join("generation_config.json"))?,
+        None => write_json(
+            &dir.join("generation_config.json"),
+            &generation_config(model.config()),
+        )?,
+    }
+    if let Some(source) = tokenizer_dir {
+        for name in TOKENIZER_FILES {
+            let path = source.join(name);
+            if path.is_file() {
+                copy(&path, &dir.join(name))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn generation_config(config: &GemmaConfig) -> serde_json::Value {
+    let mut value = serde_json::json!({ "_from_model_config": true });
+    for (key, id) in [
+        ("bos_token_id", config.bos_token_id),
+        ("eos_token_id", config.eos_token_id),
+        ("pad_token_id", config.pad_token_id),
+    ] {
+        if let Some(id) = id {
+            value[key] = id.into();
+        }
+    }
+    value
+}
+
+fn copy(from: &Path, to: &Path) -> Result<(), HfError> {
+    if from == to {
+        return Ok(());
+    }
+    std::fs::copy(from, to)
+        .map_err(|e| file_error(from, format!("copying to {}: {e}", to.display())))?;
+    Ok(())
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), HfError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| file_error(path, e))?;
+    std::fs::write(path, text + "\n").map_err(|e| file_error(path, e))
+}
+
+fn safetensors_dtype(dtype: DType) -> StDtype {
+    match dtype {
+        DType::BF16 => StDtype::BF16,
+        DType::F16 => StDtype::F16,
+        DType::F64 => StDtype::F64,
+        _ => StDtype::F32,
+    }
+}
+
+/// transformers' name for a dtype in `config.json`.
+pub fn torch_dtype_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::BF16 => "bfloat16",
+        DType::F16 => "float16",
+        DType::F64 => "float64",
+        _ => "float32",
+    }
+}
+
+/// Parses transformers' dtype names (`torch_dtype` in configs and recipes).
+pub fn parse_torch_dtype(name: &str) -> Option<DType> {
+    match name {
+        "float32" | "fp32" => Some(DType::F32),
+        "bfloat16" | "bf16" => Some(DType::BF16),
+        "float16" | "fp16" | "half" => Some(DType::F16),
+        _ => None,
+    }
+}

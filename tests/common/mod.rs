@@ -1,0 +1,49 @@
+//! Helpers shared by the integration tests: fixture paths and JSONL reading.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+/// `tests/fixtures/<name>` (copied from the reference fixtures).
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Every line of a JSONL file, parsed.
+pub fn read_jsonl(path: &std::path::Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        })
+        .collect()
+}
+
+/// A JSON array of integers.
+pub fn ints(value: &Value) -> Vec<i64> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {value}"))
+        .iter()
+        .map(|v| v.as_i64().expect("integer"))
+        .collect()
+}
+
+/// A JSON array of numbers.
+pub fn floats(value: &Value) -> Vec<f64> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {value}"))
+        .iter()
+        .map(|v| v.as_f64().expect("number"))
+        .collect()
+}
+
+/// Relative error with an absolute floor, for comparing against fixture values.
+pub fn rel_err(got: f64, want: f64) -> f64 {
+    (got - want).abs() / want.abs().max(1e-12)
+}
