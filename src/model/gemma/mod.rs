@@ -7,6 +7,7 @@ pub mod attention;
 pub mod block;
 pub mod build;
 pub mod config;
+pub mod embedding;
 pub mod linear;
 pub mod mlp;
 pub mod model;

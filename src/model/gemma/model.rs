@@ -6,14 +6,15 @@
 //! vocabulary the `[batch, seq, vocab]` logits are the largest tensor of a
 //! step, so callers (`train::logps`) apply [`Gemma::logits`] chunk by chunk.
 
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::embedding;
 use burn::tensor::{DType, Int, Tensor};
 
 use super::GemmaConfig;
 use super::attention::AttentionMask;
 use super::block::DecoderLayer;
+use super::embedding::Embedding;
+use super::linear::Linear;
 use super::norm::RmsNorm;
 use super::rope::{Rope, RopeTable};
 
@@ -41,11 +42,11 @@ impl<B: Backend> ForwardInput<B> {
 #[derive(Module, Debug)]
 pub struct Gemma<B: Backend> {
     /// `[vocab, hidden]`; also the LM head (tied).
-    pub embed_tokens: Param<Tensor<B, 2>>,
+    pub embed_tokens: Embedding<B>,
     pub layers: Vec<DecoderLayer<B>>,
     pub norm: RmsNorm<B>,
     /// Untied LM head `[vocab, hidden]` (Gemma v1 always ties; kept for completeness).
-    pub lm_head: Option<Param<Tensor<B, 2>>>,
+    pub lm_head: Option<Linear<B>>,
     #[module(skip)]
     config: GemmaConfig,
     #[module(skip)]
@@ -62,10 +63,10 @@ impl<B: Backend> Gemma<B> {
     ) -> Self {
         let rope = Rope::new(config.head_dim, config.rope_theta);
         Self {
-            embed_tokens: Param::from_tensor(embed_tokens),
+            embed_tokens: Embedding::new(embed_tokens),
             layers,
             norm,
-            lm_head: lm_head.map(Param::from_tensor),
+            lm_head: lm_head.map(Linear::new),
             config,
             rope,
         }
@@ -77,7 +78,7 @@ impl<B: Backend> Gemma<B> {
 
     /// The dtype of the activations (that of the embedding weights).
     pub fn dtype(&self) -> DType {
-        self.embed_tokens.val().dtype()
+        self.embed_tokens.weight.val().dtype()
     }
 
     /// Final-norm hidden states `[batch, seq, hidden]` for every position.
@@ -90,8 +91,7 @@ impl<B: Backend> Gemma<B> {
             None => self.rope.table_for_length(seq, dtype, &device),
         };
         let mask = AttentionMask::causal(input.attention_mask, batch, seq, &device);
-        let mut x =
-            embedding(self.embed_tokens.val(), input.input_ids) * self.embedding_scale(dtype);
+        let mut x = self.embed_tokens.forward(input.input_ids) * self.embedding_scale(dtype);
         for layer in &self.layers {
             x = layer.forward(x, &rope, &mask);
         }
@@ -101,7 +101,10 @@ impl<B: Backend> Gemma<B> {
     /// LM-head logits `[rows, vocab]` for hidden states `[rows, hidden]`, in the
     /// activation dtype (callers upcast chunks to fp32 as needed).
     pub fn logits(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens).val();
+        let head = match &self.lm_head {
+            Some(linear) => linear.weight.val(),
+            None => self.embed_tokens.weight.val(),
+        };
         hidden.matmul(head.transpose())
     }
 
