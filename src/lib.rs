@@ -9,3 +9,4 @@ pub mod backend;
 pub mod data;
 pub mod model;
 pub mod recipe;
+pub mod train;

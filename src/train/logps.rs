@@ -1,0 +1,188 @@
+//! Per-sequence log-probabilities of the scored tokens of a batch, from one
+//! forward pass: the quantity both DPO (summed completion log-probs of
+//! chosen and rejected) and SFT (token negative log-likelihood) are made of.
+//!
+//! Token `t` is predicted by the logits at position `t - 1` (the one-token
+//! shift of TRL's `labels[:, 1:]` / `logits[:, :-1]`). Only the predicting
+//! positions of scored tokens go through the LM head, and they do so in
+//! chunks of rows, each upcast to fp32 for the log-softmax: the full
+//! `[rows, seq, vocab]` logits are never materialised at once (with Gemma's
+//! 256k vocabulary they would be the largest tensor of the step).
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Int, Tensor, TensorData};
+
+use crate::model::gemma::{ForwardInput, Gemma};
+
+/// Upper bound on the logits elements of one chunk (128 MiB in fp32).
+const CHUNK_ELEMENTS: usize = 32 * 1024 * 1024;
+
+/// A right-padded batch and which of its tokens are scored, on the host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoredBatch {
+    pub rows: usize,
+    pub width: usize,
+    /// `[rows × width]` token ids (padding included).
+    pub input_ids: Vec<i64>,
+    /// `[rows × width]`: 1 on tokens, 0 on padding.
+    pub attention_mask: Vec<i64>,
+    /// `[rows × width]`: token `t` is scored (completion token for DPO, label
+    /// for SFT). Position 0 is never scored: nothing predicts it.
+    pub scored: Vec<bool>,
+}
+
+impl ScoredBatch {
+    /// Number of non-padding tokens (TRL's `num_tokens` counts these).
+    pub fn non_pad_tokens(&self) -> usize {
+        self.attention_mask.iter().filter(|&&m| m != 0).count()
+    }
+
+    /// Number of scored tokens.
+    pub fn scored_tokens(&self) -> usize {
+        self.scored_positions().count()
+    }
+
+    /// `(row, t)` of every scored token, row-major.
+    fn scored_positions(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..self.rows).flat_map(move |r| {
+            (1..self.width)
+                .filter(move |&t| self.scored[r * self.width + t])
+                .map(move |t| (r, t))
+        })
+    }
+}
+
+/// Detached per-sequence statistics of the scored tokens, for logging.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SequenceStats {
+    /// Scored tokens in the sequence.
+    pub tokens: usize,
+    /// Sum over scored tokens of the mean over the vocabulary of the logits
+    /// (TRL 1.x `logits/*` numerators).
+    pub mean_logits_sum: f64,
+    /// Sum over scored tokens of the predictive entropy.
+    pub entropy_sum: f64,
+    /// Scored tokens that are the argmax of their logits.
+    pub top1: usize,
+}
+
+/// Output of [`sequence_logps`].
+#[derive(Clone, Debug)]
+pub struct SequenceLogps<B: Backend> {
+    /// `[rows]`: summed log-probs of each row's scored tokens (differentiable).
+    pub sums: Tensor<B, 1>,
+    pub stats: Vec<SequenceStats>,
+}
+
+/// One forward of `batch` through `model`, returning summed log-probs of the
+/// scored tokens per row and their statistics.
+pub fn sequence_logps<B: Backend>(
+    model: &Gemma<B>,
+    batch: &ScoredBatch,
+    device: &B::Device,
+) -> SequenceLogps<B> {
+    let ScoredBatch { rows, width, .. } = *batch;
+    let ids = Tensor::<B, 2, Int>::from_data(
+        TensorData::new(batch.input_ids.clone(), [rows, width]),
+        device,
+    );
+    let mask = Tensor::<B, 2, Int>::from_data(
+        TensorData::new(batch.attention_mask.clone(), [rows, width]),
+        device,
+    );
+    let hidden = model.forward_hidden(ForwardInput::new(ids, Some(mask)));
+    let hidden_size = hidden.dims()[2];
+    let hidden = hidden.reshape([rows * width, hidden_size]);
+
+    let scored: Vec<(usize, usize)> = batch.scored_positions().collect();
+    let mut stats = vec![SequenceStats::default(); rows];
+    if scored.is_empty() {
+        return SequenceLogps {
+            sums: Tensor::zeros([rows], device),
+            stats,
+        };
+    }
+    let vocab = model.config().vocab_size;
+    let chunk_rows = (CHUNK_ELEMENTS / vocab).max(1);
+    let mut picked = Vec::new();
+    for chunk in scored.chunks(chunk_rows) {
+        let predicting: Vec<i64> = chunk
+            .iter()
+            .map(|&(r, t)| (r * width + t - 1) as i64)
+            .collect();
+        let targets: Vec<i64> = chunk
+            .iter()
+            .map(|&(r, t)| batch.input_ids[r * width + t])
+            .collect();
+        let n = chunk.len();
+        let positions = Tensor::<B, 1, Int>::from_data(TensorData::new(predicting, [n]), device);
+        let logits = model
+            .logits(hidden.clone().select(0, positions))
+            .cast(DType::F32);
+        let logps = log_softmax(logits.clone(), 1);
+        let target_ids =
+            Tensor::<B, 2, Int>::from_data(TensorData::new(targets.clone(), [n, 1]), device);
+        picked.push(logps.clone().gather(1, target_ids).reshape([n]));
+        accumulate_stats(&mut stats, chunk, &targets, logits.detach(), logps.detach());
+    }
+    let picked = Tensor::cat(picked, 0);
+    SequenceLogps {
+        sums: sum_per_row(picked, &scored, rows, device),
+        stats,
+    }
+}
+
+/// `[tokens]` values summed into `[rows]` by a `[rows, tokens]` 0/1 matrix
+/// (one matmul, differentiable).
+fn sum_per_row<B: Backend>(
+    values: Tensor<B, 1>,
+    owners: &[(usize, usize)],
+    rows: usize,
+    device: &B::Device,
+) -> Tensor<B, 1> {
+    let tokens = owners.len();
+    let mut membership = vec![0f32; rows * tokens];
+    for (i, &(r, _)) in owners.iter().enumerate() {
+        membership[r * tokens + i] = 1.0;
+    }
+    let membership = Tensor::<B, 2>::from_data(
+        TensorData::new(membership, [rows, tokens]),
+        (device, DType::F32),
+    );
+    membership
+        .matmul(values.reshape([tokens, 1]))
+        .reshape([rows])
+}
+
+fn accumulate_stats<B: Backend>(
+    stats: &mut [SequenceStats],
+    chunk: &[(usize, usize)],
+    targets: &[i64],
+    logits: Tensor<B, 2>,
+    logps: Tensor<B, 2>,
+) {
+    let host = |t: Tensor<B, 1>| {
+        t.into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .expect("f32 statistics")
+    };
+    let n = chunk.len();
+    let mean_logits = host(logits.clone().mean_dim(1).reshape([n]));
+    let entropy = host((logps.clone().exp() * logps).sum_dim(1).reshape([n]).neg());
+    let argmax = logits
+        .argmax(1)
+        .reshape([n])
+        .into_data()
+        .convert::<i64>()
+        .to_vec::<i64>()
+        .expect("argmax ids");
+    for (i, &(r, _)) in chunk.iter().enumerate() {
+        let s = &mut stats[r];
+        s.tokens += 1;
+        s.mean_logits_sum += mean_logits[i] as f64;
+        s.entropy_sum += entropy[i] as f64;
+        s.top1 += usize::from(argmax[i] == targets[i]);
+    }
+}
