@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod data;
+pub mod log;
 pub mod model;
 pub mod recipe;
 pub mod train;

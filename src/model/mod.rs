@@ -4,3 +4,4 @@
 pub mod gemma;
 pub mod hf;
 pub mod inspect;
+pub mod ops;

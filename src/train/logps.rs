@@ -9,7 +9,7 @@
 //! `[rows, seq, vocab]` logits are never materialised at once (with Gemma's
 //! 256k vocabulary they would be the largest tensor of the step).
 
-use burn::tensor::activation::log_softmax;
+use crate::model::ops::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
 

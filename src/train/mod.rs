@@ -3,5 +3,9 @@
 
 pub mod adamw;
 pub mod dpo;
+pub mod grad_norm;
 pub mod logps;
+pub mod objective;
+pub mod preference;
 pub mod schedule;
+pub mod trainer;

@@ -2,8 +2,8 @@
 //! embeddings, as transformers' eager `GemmaAttention`: scores scaled by
 //! `head_dim^-0.5`, masked positions filled before a softmax taken in fp32.
 
+use crate::model::ops::softmax;
 use burn::module::Module;
-use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Int, Tensor};
 

@@ -1,0 +1,170 @@
+//! The DPO objective: one forward of the concatenated `[chosen; rejected]`
+//! batch through the policy (with a graph) and through the frozen reference
+//! (inner backend, no graph), the loss of `train::dpo`, and TRL 1.x's logged
+//! metrics (`rewards/*`, `logps/*`, `logits/*`, `entropy`,
+//! `mean_token_accuracy`).
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+
+use super::dpo::{DpoLossSpec, DpoLossState, PairLogps, dpo_loss};
+use super::logps::{ScoredBatch, SequenceLogps, SequenceStats, sequence_logps};
+use super::objective::{Metrics, Objective};
+use crate::model::gemma::Gemma;
+
+/// `pairs` preference pairs as one batch of `2 × pairs` sequences: rows
+/// `0..pairs` are the chosen completions, rows `pairs..2·pairs` the rejected
+/// ones (TRL's `concatenated_forward` layout); scored tokens are completions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PreferenceBatch {
+    pub pairs: usize,
+    pub sequences: ScoredBatch,
+}
+
+/// Where the reference log-probs come from.
+pub enum Reference<B: Backend> {
+    /// A frozen model, run on the inner backend without a graph.
+    Model(Gemma<B>),
+}
+
+pub struct DpoObjective<A: AutodiffBackend> {
+    pub spec: DpoLossSpec,
+    pub reference: Reference<A::InnerBackend>,
+    pub state: DpoLossState,
+    pub device: A::Device,
+}
+
+impl<A: AutodiffBackend> DpoObjective<A> {
+    fn reference_logps(&self, batch: &PreferenceBatch) -> Tensor<A::InnerBackend, 1> {
+        match &self.reference {
+            Reference::Model(model) => sequence_logps(model, &batch.sequences, &self.device).sums,
+        }
+    }
+}
+
+impl<A: AutodiffBackend> Objective<A> for DpoObjective<A> {
+    type Batch = PreferenceBatch;
+
+    fn train_loss(
+        &mut self,
+        policy: &Gemma<A>,
+        batch: &PreferenceBatch,
+    ) -> (Tensor<A, 1>, Metrics) {
+        let reference = Tensor::<A, 1>::from_inner(self.reference_logps(batch));
+        let policy_out = sequence_logps(policy, &batch.sequences, &self.device);
+        preference_loss(&self.spec, &mut self.state, batch, policy_out, reference)
+    }
+
+    fn eval_loss(
+        &mut self,
+        policy: &Gemma<A::InnerBackend>,
+        batch: &PreferenceBatch,
+    ) -> (f64, Metrics) {
+        let reference = self.reference_logps(batch);
+        let policy_out = sequence_logps(policy, &batch.sequences, &self.device);
+        let (loss, metrics) =
+            preference_loss(&self.spec, &mut self.state, batch, policy_out, reference);
+        (scalar(loss), metrics)
+    }
+
+    fn normalizer(&self, step: &[&PreferenceBatch]) -> f64 {
+        step.len() as f64
+    }
+
+    fn tokens(&self, batch: &PreferenceBatch) -> usize {
+        batch.sequences.non_pad_tokens()
+    }
+}
+
+/// Loss and metrics of one batch from policy and reference log-probs; the
+/// same code for training (autodiff backend) and evaluation (inner backend).
+fn preference_loss<B: Backend>(
+    spec: &DpoLossSpec,
+    state: &mut DpoLossState,
+    batch: &PreferenceBatch,
+    policy: SequenceLogps<B>,
+    reference: Tensor<B, 1>,
+) -> (Tensor<B, 1>, Metrics) {
+    let p = batch.pairs;
+    let device = reference.device();
+    let counts: Vec<f32> = policy.stats.iter().map(|s| s.tokens as f32).collect();
+    let count_tensor = |range: std::ops::Range<usize>| {
+        Tensor::<B, 1>::from_data(TensorData::new(counts[range].to_vec(), [p]), &device)
+    };
+    let logps = PairLogps {
+        policy_chosen: policy.sums.clone().narrow(0, 0, p),
+        policy_rejected: policy.sums.clone().narrow(0, p, p),
+        ref_chosen: reference.clone().narrow(0, 0, p),
+        ref_rejected: reference.narrow(0, p, p),
+        chosen_tokens: count_tensor(0..p),
+        rejected_tokens: count_tensor(p..2 * p),
+    };
+    let out = dpo_loss(spec, &logps, state);
+    let chosen_rewards = host(out.chosen_rewards);
+    let rejected_rewards = host(out.rejected_rewards);
+    let policy_sums = host(policy.sums.detach());
+    let (chosen_stats, rejected_stats) = policy.stats.split_at(p);
+
+    let mut metrics = Metrics::new();
+    let mut put = |key: &str, value: f64| {
+        metrics.insert(key.to_string(), value);
+    };
+    put("rewards/chosen", mean(&chosen_rewards));
+    put("rewards/rejected", mean(&rejected_rewards));
+    let accuracies: Vec<f64> = chosen_rewards
+        .iter()
+        .zip(&rejected_rewards)
+        .map(|(c, r)| f64::from(u8::from(c > r)))
+        .collect();
+    put("rewards/accuracies", mean(&accuracies));
+    let margins: Vec<f64> = chosen_rewards
+        .iter()
+        .zip(&rejected_rewards)
+        .map(|(c, r)| c - r)
+        .collect();
+    put("rewards/margins", mean(&margins));
+    put("logps/chosen", mean(&policy_sums[..p]));
+    put("logps/rejected", mean(&policy_sums[p..]));
+    put(
+        "logits/chosen",
+        token_mean(chosen_stats, |s| s.mean_logits_sum),
+    );
+    put(
+        "logits/rejected",
+        token_mean(rejected_stats, |s| s.mean_logits_sum),
+    );
+    put("entropy", token_mean(&policy.stats, |s| s.entropy_sum));
+    put(
+        "mean_token_accuracy",
+        token_mean(chosen_stats, |s| s.top1 as f64),
+    );
+    (out.loss, metrics)
+}
+
+/// Σ value / Σ tokens over sequences: a token-weighted mean.
+fn token_mean(stats: &[SequenceStats], value: impl Fn(&SequenceStats) -> f64) -> f64 {
+    let tokens: usize = stats.iter().map(|s| s.tokens).sum();
+    if tokens == 0 {
+        return 0.0;
+    }
+    stats.iter().map(value).sum::<f64>() / tokens as f64
+}
+
+fn mean(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+fn host<B: Backend>(tensor: Tensor<B, 1>) -> Vec<f64> {
+    tensor
+        .into_data()
+        .convert::<f64>()
+        .to_vec::<f64>()
+        .expect("f64 values")
+}
+
+pub(crate) fn scalar<B: Backend>(tensor: Tensor<B, 1>) -> f64 {
+    host(tensor).first().copied().unwrap_or(f64::NAN)
+}

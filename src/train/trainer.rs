@@ -1,0 +1,303 @@
+//! The training loop, written once for every objective. It reads like
+//! nanoGPT's: set the learning rate, run the micro-batches of the step
+//! (each loss scaled for accumulation), clip the global gradient norm, step
+//! AdamW, log; evaluate when due.
+//!
+//! Step accounting follows transformers 5: an epoch of `M` micro-batches has
+//! `ceil(M / accumulation)` optimizer steps, the last of which may have fewer
+//! micro-batches; `epoch` is logged as `epoch_index + (last micro-batch + 1) / M`.
+
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::backend::AutodiffBackend;
+
+use super::adamw::{AdamW, AdamWConfig};
+use super::grad_norm::clip_global_norm;
+use super::objective::{Metrics, Objective};
+use super::preference::scalar;
+use super::schedule::Schedule;
+use crate::log::{LogEntry, MetricsSink};
+use crate::model::gemma::Gemma;
+
+/// The loop's settings, resolved from a recipe.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoopSettings {
+    pub total_steps: usize,
+    pub accumulation: usize,
+    pub schedule: Schedule,
+    pub adamw: AdamWConfig,
+    /// 0 disables clipping.
+    pub max_grad_norm: f64,
+    pub logging_steps: usize,
+    /// Evaluate every this many optimizer steps (`eval_strategy: steps`).
+    pub eval_every: Option<usize>,
+    /// Evaluate at the end of every epoch (`eval_strategy: epoch`).
+    pub eval_each_epoch: bool,
+    /// Evaluate once after training (`do_eval` with `eval_strategy: no`).
+    pub eval_at_end: bool,
+}
+
+/// Training stopped on a number that is not finite.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("step {step}: {what} is {value} (not finite); training stopped")]
+    NonFinite {
+        step: usize,
+        what: &'static str,
+        value: f64,
+    },
+    #[error("the training set has no micro-batches")]
+    NoData,
+    #[error("writing metrics: {0}")]
+    Log(#[from] std::io::Error),
+}
+
+/// Micro-batches of each epoch, in the order the sampler visits them.
+pub trait EpochBatches<Batch> {
+    fn epoch(&self, index: usize) -> Vec<Batch>;
+}
+
+impl<Batch, F: Fn(usize) -> Vec<Batch>> EpochBatches<Batch> for F {
+    fn epoch(&self, index: usize) -> Vec<Batch> {
+        self(index)
+    }
+}
+
+/// What the loop leaves behind besides the model.
+#[derive(Clone, Debug, Default)]
+pub struct RunSummary {
+    pub train_loss: f64,
+    pub steps: usize,
+    pub seconds: f64,
+}
+
+pub struct Trainer<'a, A: AutodiffBackend, O: Objective<A>> {
+    pub settings: LoopSettings,
+    pub objective: &'a mut O,
+    pub sink: &'a mut dyn MetricsSink,
+    pub optimizer: AdamW<A::InnerBackend>,
+    /// Cumulative non-padding tokens seen (TRL's `num_tokens`).
+    pub num_tokens: usize,
+}
+
+/// What has been logged since the last log event.
+#[derive(Default)]
+struct Window {
+    step_losses: Vec<f64>,
+    micro_metrics: Vec<Metrics>,
+}
+
+impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
+    pub fn new(
+        settings: LoopSettings,
+        objective: &'a mut O,
+        sink: &'a mut dyn MetricsSink,
+    ) -> Self {
+        let optimizer = AdamW::new(settings.adamw);
+        Self {
+            settings,
+            objective,
+            sink,
+            optimizer,
+            num_tokens: 0,
+        }
+    }
+
+    /// Trains `model` for `settings.total_steps` optimizer steps.
+    pub fn fit(
+        &mut self,
+        mut model: Gemma<A>,
+        train: &dyn EpochBatches<O::Batch>,
+        eval: &[O::Batch],
+    ) -> Result<(Gemma<A>, RunSummary), TrainError> {
+        let started = Instant::now();
+        let accumulation = self.settings.accumulation.max(1);
+        let mut window = Window::default();
+        let mut all_step_losses = Vec::new();
+        let mut step = 0;
+        let mut epoch_index = 0;
+        while step < self.settings.total_steps {
+            let batches = train.epoch(epoch_index);
+            if batches.is_empty() {
+                return Err(TrainError::NoData);
+            }
+            let per_epoch = batches.len();
+            for (chunk_index, chunk) in batches.chunks(accumulation).enumerate() {
+                if step >= self.settings.total_steps {
+                    break;
+                }
+                let lr = self.settings.schedule.lr_at(step);
+                let (next, loss, grad_norm, metrics) =
+                    self.optimizer_step(model, chunk, lr, step + 1)?;
+                model = next;
+                step += 1;
+                window.step_losses.push(loss);
+                window.micro_metrics.extend(metrics);
+                all_step_losses.push(loss);
+                let last_micro = chunk_index * accumulation + chunk.len();
+                let epoch = epoch_index as f64 + last_micro as f64 / per_epoch as f64;
+                if step % self.settings.logging_steps.max(1) == 0
+                    || step == self.settings.total_steps
+                {
+                    self.log_window(&mut window, grad_norm, lr, epoch, step)?;
+                }
+                let epoch_done = last_micro == per_epoch;
+                let due = self
+                    .settings
+                    .eval_every
+                    .is_some_and(|n| n > 0 && step % n == 0)
+                    || (self.settings.eval_each_epoch && epoch_done);
+                if due && !eval.is_empty() {
+                    self.evaluate(&model, eval, epoch, step)?;
+                }
+            }
+            epoch_index += 1;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let train_loss = all_step_losses.iter().sum::<f64>() / all_step_losses.len().max(1) as f64;
+        let final_epoch = self.final_epoch(train, step);
+        let mut summary = LogEntry::new();
+        summary.insert("train_runtime".into(), seconds.into());
+        summary.insert(
+            "train_steps_per_second".into(),
+            (step as f64 / seconds).into(),
+        );
+        summary.insert("train_loss".into(), train_loss.into());
+        summary.insert("epoch".into(), final_epoch.into());
+        summary.insert("step".into(), step.into());
+        self.sink.record(&summary)?;
+        if self.settings.eval_at_end && !eval.is_empty() {
+            self.evaluate(&model, eval, final_epoch, step)?;
+        }
+        Ok((
+            model,
+            RunSummary {
+                train_loss,
+                steps: step,
+                seconds,
+            },
+        ))
+    }
+
+    /// One optimizer step over `chunk`: returns the new model, the step loss,
+    /// the gradient norm before clipping and each micro-batch's metrics.
+    fn optimizer_step(
+        &mut self,
+        model: Gemma<A>,
+        chunk: &[O::Batch],
+        lr: f64,
+        step: usize,
+    ) -> Result<(Gemma<A>, f64, f64, Vec<Metrics>), TrainError> {
+        let refs: Vec<&O::Batch> = chunk.iter().collect();
+        let normalizer = self.objective.normalizer(&refs);
+        let mut accumulator = GradientsAccumulator::<Gemma<A>>::new();
+        let mut loss_sum = 0.0;
+        let mut metrics = Vec::with_capacity(chunk.len());
+        for batch in chunk {
+            self.num_tokens += self.objective.tokens(batch);
+            let (loss, mut batch_metrics) = self.objective.train_loss(&model, batch);
+            loss_sum += scalar(loss.clone().detach().inner());
+            let grads = (loss / normalizer).backward();
+            accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
+            batch_metrics.insert("num_tokens".into(), self.num_tokens as f64);
+            metrics.push(batch_metrics);
+        }
+        let loss = loss_sum / normalizer;
+        check_finite(step, "loss", loss)?;
+        let (grads, grad_norm) =
+            clip_global_norm(&model, accumulator.grads(), self.settings.max_grad_norm);
+        check_finite(step, "grad_norm", grad_norm)?;
+        let model = self.optimizer.step(lr, model, grads);
+        Ok((model, loss, grad_norm, metrics))
+    }
+
+    fn log_window(
+        &mut self,
+        window: &mut Window,
+        grad_norm: f64,
+        lr: f64,
+        epoch: f64,
+        step: usize,
+    ) -> Result<(), TrainError> {
+        let window = std::mem::take(window);
+        let mut entry = LogEntry::new();
+        let loss = window.step_losses.iter().sum::<f64>() / window.step_losses.len().max(1) as f64;
+        entry.insert("loss".into(), loss.into());
+        entry.insert("grad_norm".into(), grad_norm.into());
+        entry.insert("learning_rate".into(), lr.into());
+        for (key, value) in mean_metrics(&window.micro_metrics) {
+            entry.insert(key, value.into());
+        }
+        entry.insert("epoch".into(), epoch.into());
+        entry.insert("step".into(), step.into());
+        self.sink.record(&entry)?;
+        Ok(())
+    }
+
+    /// Runs the objective over `eval` without a graph and logs `eval_*` means.
+    pub fn evaluate(
+        &mut self,
+        model: &Gemma<A>,
+        eval: &[O::Batch],
+        epoch: f64,
+        step: usize,
+    ) -> Result<LogEntry, TrainError> {
+        let policy = model.valid();
+        let mut losses = Vec::with_capacity(eval.len());
+        let mut metrics = Vec::with_capacity(eval.len());
+        for batch in eval {
+            self.num_tokens += self.objective.tokens(batch);
+            let (loss, mut batch_metrics) = self.objective.eval_loss(&policy, batch);
+            batch_metrics.insert("num_tokens".into(), self.num_tokens as f64);
+            losses.push(loss);
+            metrics.push(batch_metrics);
+        }
+        let mut entry = LogEntry::new();
+        let loss = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
+        entry.insert("eval_loss".into(), loss.into());
+        for (key, value) in mean_metrics(&metrics) {
+            entry.insert(format!("eval_{key}"), value.into());
+        }
+        entry.insert("epoch".into(), epoch.into());
+        entry.insert("step".into(), step.into());
+        self.sink.record(&entry)?;
+        Ok(entry)
+    }
+
+    fn final_epoch(&self, train: &dyn EpochBatches<O::Batch>, steps: usize) -> f64 {
+        let per_epoch = train.epoch(0).len().max(1);
+        let steps_per_epoch = per_epoch.div_ceil(self.settings.accumulation.max(1));
+        let whole = steps / steps_per_epoch;
+        let rest = steps % steps_per_epoch;
+        whole as f64 + (rest * self.settings.accumulation).min(per_epoch) as f64 / per_epoch as f64
+    }
+}
+
+/// Unweighted mean of each metric over micro-batches, except `num_tokens`,
+/// which is cumulative: its latest value.
+fn mean_metrics(all: &[Metrics]) -> Vec<(String, f64)> {
+    let Some(first) = all.first() else {
+        return Vec::new();
+    };
+    first
+        .keys()
+        .map(|key| {
+            let value = if key == "num_tokens" {
+                all.last().and_then(|m| m.get(key)).copied().unwrap_or(0.0)
+            } else {
+                all.iter().filter_map(|m| m.get(key)).sum::<f64>() / all.len() as f64
+            };
+            (key.clone(), value)
+        })
+        .collect()
+}
+
+fn check_finite(step: usize, what: &'static str, value: f64) -> Result<(), TrainError> {
+    if value.is_finite() {
+        Ok(())
+    } else {
+        Err(TrainError::NonFinite { step, what, value })
+    }
+}
