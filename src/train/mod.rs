@@ -8,4 +8,5 @@ pub mod logps;
 pub mod objective;
 pub mod preference;
 pub mod schedule;
+pub mod sft;
 pub mod trainer;

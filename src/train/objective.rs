@@ -33,4 +33,8 @@ pub trait Objective<A: AutodiffBackend> {
 
     /// Non-padding tokens of a batch, for the cumulative `num_tokens`.
     fn tokens(&self, batch: &Self::Batch) -> usize;
+
+    /// Examples in a batch (pairs for DPO, sequences for SFT): transformers
+    /// weights each evaluation batch's loss by it when averaging `eval_loss`.
+    fn examples(&self, batch: &Self::Batch) -> usize;
 }

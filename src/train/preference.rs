@@ -74,6 +74,10 @@ impl<A: AutodiffBackend> Objective<A> for DpoObjective<A> {
     fn tokens(&self, batch: &PreferenceBatch) -> usize {
         batch.sequences.non_pad_tokens()
     }
+
+    fn examples(&self, batch: &PreferenceBatch) -> usize {
+        batch.pairs
+    }
 }
 
 /// Loss and metrics of one batch from policy and reference log-probs; the

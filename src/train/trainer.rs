@@ -245,17 +245,20 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
         step: usize,
     ) -> Result<LogEntry, TrainError> {
         let policy = model.valid();
-        let mut losses = Vec::with_capacity(eval.len());
+        let (mut loss_sum, mut examples) = (0.0, 0);
         let mut metrics = Vec::with_capacity(eval.len());
         for batch in eval {
             self.num_tokens += self.objective.tokens(batch);
             let (loss, mut batch_metrics) = self.objective.eval_loss(&policy, batch);
             batch_metrics.insert("num_tokens".into(), self.num_tokens as f64);
-            losses.push(loss);
+            let n = self.objective.examples(batch);
+            loss_sum += loss * n as f64;
+            examples += n;
             metrics.push(batch_metrics);
         }
         let mut entry = LogEntry::new();
-        let loss = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
+        // transformers repeats each batch's loss once per example, then averages.
+        let loss = loss_sum / examples.max(1) as f64;
         entry.insert("eval_loss".into(), loss.into());
         for (key, value) in mean_metrics(&metrics) {
             entry.insert(format!("eval_{key}"), value.into());
