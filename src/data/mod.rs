@@ -1,0 +1,40 @@
+//! Data pipeline: datasets, chat templates, TRL-exact tokenization, batching.
+//!
+//! Imports `recipe` only, never `model` or `train` (DESIGN.md). Rows flow:
+//!
+//! - [`hub`]: dataset/model ids to local folders (ALIGN_DATA_DIR, HF cache).
+//! - [`source`]: a split's parquet files, read with parquet + arrow.
+//! - [`schema`]: columns to records (preference pairs, conversations).
+//! - [`mixer`]: the handbook's dataset mixer (fractions, seeded shuffle).
+//! - [`tokenizer`]: `tokenizer.json` + special tokens + chat template text.
+//! - [`chat`]: chat template rendering (minijinja, as transformers).
+//! - [`tokenize`]: TRL's rules per `compat` ([`tokenize::dpo`], [`tokenize::sft`]).
+//! - [`prepare`]: all of the above for one stage and split.
+//! - [`batch`]: padded micro-batches and the epoch order.
+//! - [`dump`]: `align data`, the prepared rows as JSONL.
+//! - [`error`]: [`DataError`], naming file, column and row.
+
+pub mod batch;
+pub mod chat;
+pub mod dump;
+pub mod error;
+pub mod hub;
+pub mod mixer;
+pub mod prepare;
+pub mod schema;
+pub mod source;
+pub mod tokenize;
+pub mod tokenizer;
+
+pub use batch::{DpoBatch, SftBatch, epoch_order, micro_batches};
+pub use chat::ChatTemplate;
+pub use dump::{DataSummary, LengthStats, dump_rows, dump_stage};
+pub use error::{DataError, RowLocation};
+pub use hub::{RepoKind, resolve};
+pub use prepare::{
+    DpoSplit, Prepared, PreparedSplit, Preprocessor, SftSplit, prepare_dpo, prepare_sft,
+};
+pub use schema::{Message, Record};
+pub use tokenize::dpo::{DpoExample, MaskedSequence, Side};
+pub use tokenize::sft::{IGNORE_INDEX, SftExample};
+pub use tokenizer::TextTokenizer;
