@@ -3,6 +3,7 @@
 
 pub mod jsonl;
 pub mod progress;
+pub mod tensorboard;
 
 use serde_json::{Map, Value};
 
