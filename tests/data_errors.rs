@@ -275,3 +275,21 @@ fn an_unknown_split_argument_is_an_error() {
         "{message}"
     );
 }
+
+#[test]
+fn legacy_compat_parses_but_its_data_rules_are_not_there_yet() {
+    let (chosen, rejected) = good_pair();
+    let setup = Setup::new(&format!("{DPO}compat: trl-0.7\n"));
+    setup.split(
+        "train",
+        vec![
+            ("chosen", conversations(&[chosen])),
+            ("rejected", conversations(&[rejected])),
+        ],
+    );
+    let message = setup.dump_error(None);
+    assert!(
+        message.contains("compat: trl-0.7 data preparation") && message.contains("not implemented"),
+        "{message}"
+    );
+}

@@ -275,3 +275,43 @@ fn chained_recipe_runs_sft_then_dpo_from_the_sft_output() {
     assert_eq!(again.stages.len(), 2);
     assert_eq!(again.stages[1].dpo.beta, 0.3);
 }
+
+#[test]
+fn mixture_form_and_compat_parse() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sft.yaml");
+    let text = [
+        "model_name_or_path: google/gemma-7b",
+        "max_seq_length: 2048",
+        "compat: trl-0.7",
+        "dataset_mixture:",
+        "  datasets:",
+        "    - id: HuggingFaceH4/deita-10k-v0-sft",
+        "      config: default",
+        "      split: train_sft",
+        "      columns: [messages]",
+        "      weight: 1.0",
+        "  test_split_size: 1000",
+        "  seed: 0",
+    ]
+    .join("\n");
+    std::fs::write(&path, text).expect("write");
+    let stage = &load(&path, &[]).stages[0];
+    assert_eq!(stage.ext.compat, Compat::Trl07);
+    match stage.data.plan().expect("plan") {
+        align::recipe::DataPlan::Mixture {
+            sources,
+            seed,
+            test_split_size,
+        } => {
+            assert_eq!(sources.len(), 1);
+            assert_eq!(sources[0].split, "train_sft");
+            assert_eq!(
+                sources[0].columns.as_deref(),
+                Some(&["messages".to_string()][..])
+            );
+            assert_eq!((seed, test_split_size), (0, Some(1000.0)));
+        }
+        other => panic!("expected a mixture, got {other:?}"),
+    }
+}

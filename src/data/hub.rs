@@ -43,7 +43,7 @@ pub fn resolve(id: &str, kind: RepoKind) -> Result<PathBuf, DataError> {
         }
         tried.push(candidate);
     }
-    let (found, repo_dir) = hub_snapshot(id, kind);
+    let (found, repo_dir) = hub_snapshot(hub_cache().path(), id, kind);
     if let Some(snapshot) = found {
         return Ok(snapshot);
     }
@@ -64,14 +64,16 @@ fn hub_cache() -> Cache {
     }
 }
 
-/// `(snapshot folder if cached, repo folder looked at)`.
-fn hub_snapshot(id: &str, kind: RepoKind) -> (Option<PathBuf>, PathBuf) {
+/// `(snapshot folder if cached, repo folder looked at)` under `cache_root`:
+/// `<root>/datasets--org--name/refs/main` holds the commit whose files are
+/// in `snapshots/<commit>/`.
+fn hub_snapshot(cache_root: &Path, id: &str, kind: RepoKind) -> (Option<PathBuf>, PathBuf) {
     let repo_type = match kind {
         RepoKind::Model => RepoType::Model,
         RepoKind::Dataset => RepoType::Dataset,
     };
     let repo = Repo::new(id.to_string(), repo_type);
-    let repo_dir = hub_cache().path().join(repo.folder_name());
+    let repo_dir = cache_root.join(repo.folder_name());
     let snapshot = std::fs::read_to_string(repo_dir.join("refs").join(repo.revision()))
         .ok()
         .map(|hash| repo_dir.join("snapshots").join(hash.trim()))
@@ -88,6 +90,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let id = dir.path().to_string_lossy().into_owned();
         assert_eq!(resolve(&id, RepoKind::Dataset).expect("found"), dir.path());
+    }
+
+    #[test]
+    fn the_hub_cache_layout_resolves_to_the_main_snapshot() {
+        let cache = tempfile::tempdir().expect("tempdir");
+        let repo = cache.path().join("datasets--argilla--dpo-mix-7k");
+        std::fs::create_dir_all(repo.join("refs")).expect("mkdir");
+        std::fs::create_dir_all(repo.join("snapshots/abc123/data")).expect("mkdir");
+        std::fs::write(repo.join("refs/main"), "abc123\n").expect("write");
+        let (found, _) = hub_snapshot(cache.path(), "argilla/dpo-mix-7k", RepoKind::Dataset);
+        assert_eq!(found, Some(repo.join("snapshots/abc123")));
+        let (model, _) = hub_snapshot(cache.path(), "argilla/dpo-mix-7k", RepoKind::Model);
+        assert_eq!(model, None, "models live under models--");
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub struct ModelArgs {
     pub ref_model: Option<String>,
     /// Also read from transformers 5's spelling `dtype`.
     pub torch_dtype: Option<TorchDtype>,
+    /// Extension: start from random weights (config.json's
+    /// `initializer_range`) instead of loading `model.safetensors`.
+    pub init_from_scratch: bool,
 }
 
 impl Default for ModelArgs {
@@ -53,6 +56,7 @@ impl Default for ModelArgs {
             tokenizer_name_or_path: None,
             ref_model: None,
             torch_dtype: None,
+            init_from_scratch: false,
         }
     }
 }
