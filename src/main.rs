@@ -1,9 +1,14 @@
 //! The `align` command line. Argument parsing only: every behaviour lives in
 //! the library, so tests exercise the same code paths as users.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use align::backend::{CpuTrain, cpu_device};
+use align::recipe::StageKind;
+use align::train::run::{StageResult, run_recipe};
+use align::train::stage::RunOptions;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
@@ -128,14 +133,126 @@ fn run(cli: Cli) -> Result<()> {
             println!("{report}");
             Ok(())
         }
-        Command::Train { .. } => not_yet("train"),
-        Command::Sft { .. } => not_yet("sft"),
-        Command::Dpo { .. } => not_yet("dpo"),
+        Command::Train {
+            recipe,
+            flags,
+            dry_run,
+            force,
+        } => train(&recipe, &flags, None, dry_run, force),
+        Command::Sft {
+            config,
+            flags,
+            dry_run,
+        } => train(&config, &flags, Some(StageKind::Sft), dry_run, true),
+        Command::Dpo {
+            config,
+            flags,
+            dry_run,
+        } => train(&config, &flags, Some(StageKind::Dpo), dry_run, true),
         Command::Eval { .. } => not_yet("eval"),
-        Command::Data { .. } => not_yet("data"),
+        Command::Data {
+            config,
+            split,
+            limit,
+            set,
+        } => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let summary =
+                align::data::dump_rows(&config, &set, None, split.as_deref(), limit, &mut out)?;
+            out.flush()?;
+            eprintln!("{summary}");
+            Ok(())
+        }
         Command::Generate { .. } => not_yet("generate"),
         Command::Sweep { .. } => not_yet("sweep"),
         Command::Report { .. } => not_yet("report"),
+    }
+}
+
+/// Runs the stages of a recipe (or one handbook config read as `kind`).
+fn train(
+    path: &Path,
+    flags: &RunFlags,
+    kind: Option<StageKind>,
+    dry_run: bool,
+    force: bool,
+) -> Result<()> {
+    if dry_run {
+        bail!("--dry-run is not implemented yet");
+    }
+    if let Some(devices) = &flags.devices {
+        bail!("--devices {devices}: data parallelism is not implemented yet");
+    }
+    let options = RunOptions { quiet: flags.quiet };
+    match flags.backend.as_deref() {
+        None | Some("flex") | Some("cpu") | Some("ndarray") => {
+            let results =
+                run_recipe::<CpuTrain>(path, &flags.set, kind, &options, force, &cpu_device())?;
+            report(&results);
+            Ok(())
+        }
+        Some("cuda") => cuda_train(path, flags, kind, &options, force),
+        Some(other) => bail!("--backend {other}: expected flex (CPU) or cuda"),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_train(
+    path: &Path,
+    flags: &RunFlags,
+    kind: Option<StageKind>,
+    options: &RunOptions,
+    force: bool,
+) -> Result<()> {
+    let device = Default::default();
+    let results =
+        run_recipe::<align::backend::CudaTrain>(path, &flags.set, kind, options, force, &device)?;
+    report(&results);
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_train(_: &Path, _: &RunFlags, _: Option<StageKind>, _: &RunOptions, _: bool) -> Result<()> {
+    bail!(
+        "--backend cuda: this binary was built without the `cuda` feature (cargo build --release --features cuda)"
+    )
+}
+
+/// One line per stage: where the model went and its final numbers.
+fn report(results: &[StageResult]) {
+    for result in results {
+        match result {
+            StageResult::Skipped { output_dir } => {
+                println!("{output_dir}: skipped (already finished)")
+            }
+            StageResult::Ran(outcome) => {
+                let mut line = format!(
+                    "{}: {} steps, train_loss {:.4}, {:.1}s",
+                    outcome.output_dir.display(),
+                    outcome.summary.steps,
+                    outcome.summary.train_loss,
+                    outcome.summary.seconds
+                );
+                if let Some(eval) = outcome
+                    .history
+                    .iter()
+                    .rev()
+                    .find(|e| e.contains_key("eval_loss"))
+                {
+                    for key in [
+                        "eval_loss",
+                        "eval_rewards/accuracies",
+                        "eval_rewards/margins",
+                    ] {
+                        if let Some(v) = eval.get(key).and_then(|v| v.as_f64()) {
+                            line += &format!(", {key} {v:.4}");
+                        }
+                    }
+                }
+                println!("{line}");
+            }
+        }
     }
 }
 

@@ -7,6 +7,8 @@ pub mod grad_norm;
 pub mod logps;
 pub mod objective;
 pub mod preference;
+pub mod run;
 pub mod schedule;
 pub mod sft;
+pub mod stage;
 pub mod trainer;

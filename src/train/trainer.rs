@@ -248,7 +248,7 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
         let (mut loss_sum, mut examples) = (0.0, 0);
         let mut metrics = Vec::with_capacity(eval.len());
         for batch in eval {
-            self.num_tokens += self.objective.tokens(batch);
+            // TRL counts `num_tokens` in training only; eval reports the running total.
             let (loss, mut batch_metrics) = self.objective.eval_loss(&policy, batch);
             batch_metrics.insert("num_tokens".into(), self.num_tokens as f64);
             let n = self.objective.examples(batch);

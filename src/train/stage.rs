@@ -1,0 +1,415 @@
+//! One stage of a recipe, end to end: prepare the data, load (or
+//! initialise) the model, build the objective, run the loop, save the model
+//! in Hugging Face format with the resolved recipe. This is where the
+//! recipe's keys become the loop's settings, once.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::tensor::DType;
+use burn::tensor::backend::AutodiffBackend;
+
+use super::adamw::AdamWConfig;
+use super::dpo::{DpoConfigError, DpoLossKind, DpoLossSpec, DpoLossState};
+use super::logps::ScoredBatch;
+use super::objective::Objective;
+use super::preference::{DpoObjective, PreferenceBatch, Reference};
+use super::schedule::{Schedule, ScheduleKind};
+use super::sft::SftObjective;
+use super::trainer::{EpochBatches, LoopSettings, RunSummary, TrainError, Trainer};
+use crate::data::{
+    DataError, DpoBatch, IGNORE_INDEX, Preprocessor, RepoKind, SftBatch, epoch_order,
+    micro_batches, prepare_dpo, prepare_sft, resolve,
+};
+use crate::log::jsonl::JsonlSink;
+use crate::log::progress::ProgressLines;
+use crate::log::tensorboard::TensorboardSink;
+use crate::log::{Fanout, History, LogEntry, MetricsSink};
+use crate::model::gemma::{Gemma, GemmaConfig, RandomInit};
+use crate::model::hf::{HfError, load_gemma, save_gemma};
+use crate::recipe::{
+    DataPlan, IntervalStrategy, SchedulerType, SplitRole, StageConfig, StageKind, TrainingArgs,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Model(#[from] HfError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error("{path}: key `{key}`: {error}")]
+    Loss {
+        path: PathBuf,
+        key: &'static str,
+        error: DpoConfigError,
+    },
+    #[error("{path}: {error}")]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StageError + '_ {
+    move |error| StageError::Io {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
+/// What a finished stage leaves behind.
+#[derive(Debug, Clone)]
+pub struct StageOutcome {
+    pub output_dir: PathBuf,
+    pub summary: RunSummary,
+    /// Every log event of the run (also in `metrics.jsonl`).
+    pub history: Vec<LogEntry>,
+}
+
+/// Options of a run that are not recipe keys.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// No progress lines on stderr.
+    pub quiet: bool,
+}
+
+/// Runs `stage` on the autodiff backend `A` at `device`.
+pub fn run_stage<A: AutodiffBackend>(
+    stage: &StageConfig,
+    options: &RunOptions,
+    device: &A::Device,
+) -> Result<StageOutcome, StageError> {
+    let pre = Preprocessor::from_stage(stage)?;
+    let output_dir = PathBuf::from(&stage.training.output_dir);
+    std::fs::create_dir_all(&output_dir).map_err(io_error(&output_dir))?;
+    let policy = load_policy::<A>(stage, device)?;
+    let pad = i64::from(pre.pad_token_id);
+    let (summary, history, model) = match stage.kind {
+        StageKind::Dpo => {
+            let train = prepare_dpo(stage, &pre, SplitRole::Train)?.examples();
+            let eval = match wants_eval(stage) {
+                true => prepare_dpo(stage, &pre, SplitRole::Test)?.examples(),
+                false => Vec::new(),
+            };
+            let collate = |indices: &[usize], examples: &[crate::data::DpoExample]| {
+                let picked: Vec<_> = indices.iter().map(|&i| &examples[i]).collect();
+                let batch = DpoBatch::collate(
+                    &picked,
+                    indices,
+                    pre.pad_token_id,
+                    pre.max_length,
+                    pre.truncation,
+                );
+                preference_batch(&batch)
+            };
+            let eval_batches: Vec<PreferenceBatch> =
+                sequential_batches(eval.len(), stage.training.per_device_eval_batch_size)
+                    .iter()
+                    .map(|indices| collate(indices, &eval))
+                    .collect();
+            let epochs = |epoch: usize| -> Vec<PreferenceBatch> {
+                epoch_batches(&stage.training, train.len(), epoch)
+                    .iter()
+                    .map(|indices| collate(indices, &train))
+                    .collect()
+            };
+            let mut objective = dpo_objective::<A>(stage, &policy, device)?;
+            fit(
+                stage,
+                options,
+                &mut objective,
+                policy,
+                &epochs,
+                &eval_batches,
+                &output_dir,
+            )?
+        }
+        StageKind::Sft => {
+            let train = prepare_sft(stage, &pre, SplitRole::Train)?.examples();
+            let eval = match wants_eval(stage) {
+                true => prepare_sft(stage, &pre, SplitRole::Test)?.examples(),
+                false => Vec::new(),
+            };
+            let collate = |indices: &[usize], examples: &[crate::data::SftExample]| {
+                let picked: Vec<_> = indices.iter().map(|&i| &examples[i]).collect();
+                sft_batch(&SftBatch::collate(&picked, indices, pre.pad_token_id), pad)
+            };
+            let eval_batches: Vec<ScoredBatch> =
+                sequential_batches(eval.len(), stage.training.per_device_eval_batch_size)
+                    .iter()
+                    .map(|indices| collate(indices, &eval))
+                    .collect();
+            let epochs = |epoch: usize| -> Vec<ScoredBatch> {
+                epoch_batches(&stage.training, train.len(), epoch)
+                    .iter()
+                    .map(|indices| collate(indices, &train))
+                    .collect()
+            };
+            let mut objective = SftObjective::<A> {
+                device: device.clone(),
+            };
+            fit(
+                stage,
+                options,
+                &mut objective,
+                policy,
+                &epochs,
+                &eval_batches,
+                &output_dir,
+            )?
+        }
+    };
+    save_gemma(&model.valid(), &output_dir, Some(&pre.tokenizer_dir()))?;
+    if let Some(template) = &stage.data.chat_template {
+        record_chat_template(&output_dir, template)?;
+    }
+    let recipe_path = output_dir.join("recipe.yaml");
+    std::fs::write(&recipe_path, stage.to_yaml()).map_err(io_error(&recipe_path))?;
+    Ok(StageOutcome {
+        output_dir,
+        summary,
+        history,
+    })
+}
+
+/// A recipe's `chat_template` wins over the tokenizer's: write it into the
+/// saved `tokenizer_config.json` so the next stage and inference use it.
+fn record_chat_template(output_dir: &Path, template: &str) -> Result<(), StageError> {
+    let path = output_dir.join("tokenizer_config.json");
+    let mut config: serde_json::Value = match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| StageError::Io {
+            path: path.clone(),
+            error: e.into(),
+        })?,
+        Err(_) => serde_json::json!({}),
+    };
+    config["chat_template"] = template.into();
+    let text = serde_json::to_string_pretty(&config).expect("JSON value serializes");
+    std::fs::write(&path, text + "\n").map_err(io_error(&path))
+}
+
+/// The loop with its sinks: `metrics.jsonl`, TensorBoard under `runs/`,
+/// progress lines, and an in-memory history.
+fn fit<A: AutodiffBackend, O: Objective<A>>(
+    stage: &StageConfig,
+    options: &RunOptions,
+    objective: &mut O,
+    policy: Gemma<A>,
+    epochs: &dyn EpochBatches<O::Batch>,
+    eval: &[O::Batch],
+    output_dir: &Path,
+) -> Result<(RunSummary, Vec<LogEntry>, Gemma<A>), StageError> {
+    let micro_per_epoch = epochs.epoch(0).len();
+    if micro_per_epoch == 0 {
+        return Err(TrainError::NoData.into());
+    }
+    let settings = loop_settings(stage, micro_per_epoch)?;
+    let metrics_path = output_dir.join("metrics.jsonl");
+    if metrics_path.exists() {
+        std::fs::remove_file(&metrics_path).map_err(io_error(&metrics_path))?;
+    }
+    let runs = output_dir.join("runs");
+    let mut sinks: Vec<Box<dyn MetricsSink>> = vec![
+        Box::new(JsonlSink::append(&metrics_path).map_err(io_error(&metrics_path))?),
+        Box::new(TensorboardSink::create(&runs).map_err(io_error(&runs))?),
+    ];
+    if !options.quiet {
+        sinks.push(Box::new(ProgressLines {
+            total_steps: settings.total_steps,
+            started: Instant::now(),
+        }));
+    }
+    let mut history = HistoryTee {
+        history: History::default(),
+        rest: Fanout(sinks),
+    };
+    let mut trainer = Trainer::new(settings, objective, &mut history);
+    let (model, summary) = trainer.fit(policy, epochs, eval)?;
+    Ok((summary, history.history.0, model))
+}
+
+/// Keeps a copy of every event while forwarding it.
+struct HistoryTee {
+    history: History,
+    rest: Fanout,
+}
+
+impl MetricsSink for HistoryTee {
+    fn record(&mut self, entry: &LogEntry) -> std::io::Result<()> {
+        self.history.record(entry)?;
+        self.rest.record(entry)
+    }
+}
+
+/// The loop's settings from the recipe's transformers keys.
+pub fn loop_settings(
+    stage: &StageConfig,
+    micro_per_epoch: usize,
+) -> Result<LoopSettings, StageError> {
+    let t = &stage.training;
+    let total_steps = t.total_steps(micro_per_epoch);
+    let kind = match t.lr_scheduler_type {
+        SchedulerType::Linear => ScheduleKind::Linear,
+        SchedulerType::Cosine => ScheduleKind::Cosine,
+        SchedulerType::Constant => ScheduleKind::Constant,
+        SchedulerType::ConstantWithWarmup => ScheduleKind::ConstantWithWarmup,
+    };
+    Ok(LoopSettings {
+        total_steps,
+        accumulation: t.gradient_accumulation_steps,
+        schedule: Schedule {
+            kind,
+            peak_lr: t.learning_rate,
+            warmup_steps: t.warmup_steps_for(total_steps),
+            total_steps,
+        },
+        adamw: AdamWConfig {
+            beta1: t.adam_beta1,
+            beta2: t.adam_beta2,
+            eps: t.adam_epsilon,
+            weight_decay: t.weight_decay,
+        },
+        max_grad_norm: t.max_grad_norm,
+        logging_steps: t.logging_steps.resolve(total_steps).max(1),
+        eval_every: (t.eval_strategy == IntervalStrategy::Steps)
+            .then(|| t.eval_interval(total_steps)),
+        eval_each_epoch: t.eval_strategy == IntervalStrategy::Epoch,
+        // The handbook's scripts call `trainer.evaluate()` after training when `do_eval`.
+        eval_at_end: t.do_eval,
+    })
+}
+
+/// Whether the stage evaluates at all, and so needs its test split.
+fn wants_eval(stage: &StageConfig) -> bool {
+    let has_test = match stage.data.plan() {
+        Ok(DataPlan::Mixer { test, .. }) => !test.is_empty(),
+        Ok(DataPlan::Mixture {
+            test_split_size, ..
+        }) => test_split_size.is_some_and(|s| s > 0.0),
+        Err(_) => false,
+    };
+    has_test && (stage.training.do_eval || stage.training.eval_strategy != IntervalStrategy::No)
+}
+
+fn epoch_batches(t: &TrainingArgs, len: usize, epoch: usize) -> Vec<Vec<usize>> {
+    let order = epoch_order(
+        len,
+        t.train_sampling_strategy,
+        t.data_seed.unwrap_or(t.seed),
+        epoch,
+    );
+    micro_batches(
+        &order,
+        t.per_device_train_batch_size,
+        t.dataloader_drop_last,
+    )
+}
+
+fn sequential_batches(len: usize, batch_size: usize) -> Vec<Vec<usize>> {
+    let order: Vec<usize> = (0..len).collect();
+    micro_batches(&order, batch_size, false)
+}
+
+/// The policy: the checkpoint at `model_name_or_path`, or (with
+/// `init_from_scratch`) transformers' random initialisation of its config.
+fn load_policy<A: AutodiffBackend>(
+    stage: &StageConfig,
+    device: &A::Device,
+) -> Result<Gemma<A>, StageError> {
+    let dir = resolve(&stage.model.model_name_or_path, RepoKind::Model)?;
+    let dtype = compute_dtype(stage);
+    if !stage.model.init_from_scratch {
+        return Ok(load_gemma::<A>(&dir, dtype, device)?);
+    }
+    let config = GemmaConfig::from_file(&dir.join("config.json")).map_err(HfError::from)?;
+    let std = config
+        .raw
+        .get("initializer_range")
+        .and_then(|v| v.as_f64())
+        .unwrap_or(0.02);
+    A::seed(device, stage.training.seed);
+    let mut init = RandomInit::<A> {
+        std,
+        dtype,
+        device: device.clone(),
+    };
+    let Ok(model) = Gemma::from_source(config, &mut init);
+    Ok(model)
+}
+
+/// fp32 on the CPU (bf16 mixed precision is the CUDA path's).
+fn compute_dtype(_stage: &StageConfig) -> DType {
+    DType::F32
+}
+
+fn dpo_objective<A: AutodiffBackend>(
+    stage: &StageConfig,
+    policy: &Gemma<A>,
+    device: &A::Device,
+) -> Result<DpoObjective<A>, StageError> {
+    let loss_error = |key: &'static str| {
+        move |error: DpoConfigError| StageError::Loss {
+            path: stage.source.clone(),
+            key,
+            error,
+        }
+    };
+    let name = serde_yaml_ng::to_value(stage.dpo.loss_type)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let kind = name
+        .parse::<DpoLossKind>()
+        .map_err(loss_error("loss_type"))?;
+    let spec = DpoLossSpec::new(vec![kind], None, stage.dpo.beta, stage.dpo.label_smoothing)
+        .map_err(loss_error("beta"))?;
+    let reference = match &stage.model.ref_model {
+        Some(path) => {
+            let dir = resolve(path, RepoKind::Model)?;
+            load_gemma::<A::InnerBackend>(&dir, compute_dtype(stage), device)?
+        }
+        None => policy.valid(),
+    };
+    Ok(DpoObjective {
+        spec,
+        reference: Reference::Model(reference),
+        state: DpoLossState::default(),
+        device: device.clone(),
+    })
+}
+
+fn preference_batch(batch: &DpoBatch) -> PreferenceBatch {
+    PreferenceBatch {
+        pairs: batch.pairs,
+        sequences: ScoredBatch {
+            rows: 2 * batch.pairs,
+            width: batch.seq_len,
+            input_ids: batch.input_ids.clone(),
+            attention_mask: batch.attention_mask.clone(),
+            scored: batch.completion_mask.iter().map(|&m| m != 0).collect(),
+        },
+    }
+}
+
+/// Labels are unshifted (label t is read from logits t−1): position 0 is
+/// never predicted.
+fn sft_batch(batch: &SftBatch, _pad: i64) -> ScoredBatch {
+    let width = batch.seq_len;
+    ScoredBatch {
+        rows: batch.rows,
+        width,
+        input_ids: batch.input_ids.clone(),
+        attention_mask: batch.attention_mask.clone(),
+        scored: batch
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, &label)| i % width.max(1) != 0 && label != IGNORE_INDEX)
+            .collect(),
+    }
+}
