@@ -118,7 +118,7 @@ fn scalars_read_back_from_the_event_file() {
     let runs = dir.path().join("runs");
     let mut sink = TensorboardSink::create(&runs).unwrap();
     sink.record(&entry(&[
-        ("loss", 0.6931),
+        ("loss", 0.75),
         ("rewards/accuracies", 0.5),
         ("step", 1.0),
     ]))
@@ -134,7 +134,7 @@ fn scalars_read_back_from_the_event_file() {
     assert_eq!(
         scalars,
         vec![
-            ("train/loss".to_string(), 1, 0.6931f32),
+            ("train/loss".to_string(), 1, 0.75f32),
             ("train/rewards/accuracies".to_string(), 1, 0.5),
             ("eval/loss".to_string(), 2, 0.25),
             ("train/loss".to_string(), 2, 0.5),

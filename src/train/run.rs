@@ -17,7 +17,7 @@ pub enum RunError {
     Stage {
         index: usize,
         kind: &'static str,
-        error: StageError,
+        error: Box<StageError>,
     },
 }
 
@@ -67,7 +67,7 @@ pub fn run_recipe<A: AutodiffBackend>(
         let outcome = run_stage::<A>(stage, options, device).map_err(|error| RunError::Stage {
             index: index + 1,
             kind: stage.kind.name(),
-            error,
+            error: Box::new(error),
         })?;
         results.push(StageResult::Ran(Box::new(outcome)));
     }
