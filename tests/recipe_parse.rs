@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use align::recipe::{
-    Compat, IntervalStrategy, LossType, Recipe, SamplingStrategy, SaveStrategy, SchedulerType,
-    StageKind, TorchDtype, TruncationMode,
+    Compat, IntervalStrategy, Recipe, SamplingStrategy, SaveStrategy, SchedulerType, StageKind,
+    TorchDtype, TruncationMode,
 };
 
 fn root() -> PathBuf {
@@ -55,7 +55,7 @@ fn fixture_dpo_recipe_parses_with_its_values() {
     assert_eq!(t.warmup_steps_for(16), 2);
     assert_eq!(t.total_steps(16), 16);
     assert_eq!(stage.dpo.beta, 0.05);
-    assert_eq!(stage.dpo.loss_type, LossType::Sigmoid);
+    assert_eq!(stage.dpo.loss_type, vec!["sigmoid".to_string()]);
     assert_eq!(stage.dpo.truncation_mode, TruncationMode::KeepStart);
     assert_eq!(stage.dpo.max_prompt_length, Some(64));
     assert_eq!(stage.max_length(), Some(128));

@@ -36,7 +36,6 @@ pub use overrides::Override;
 pub use stage::{DatasetKwargs, DpoArgs, Extensions, ModelArgs, SftArgs, StageConfig};
 pub use training::TrainingArgs;
 pub use values::{
-    BackendKind, Compat, Devices, IntervalStrategy, LossType, Optimizer, ReportTo,
-    SamplingStrategy, SaveStrategy, SchedulerType, StageKind, StepsOrRatio, TorchDtype,
-    TruncationMode,
+    BackendKind, Compat, Devices, IntervalStrategy, Optimizer, ReportTo, SamplingStrategy,
+    SaveStrategy, SchedulerType, StageKind, StepsOrRatio, TorchDtype, TruncationMode,
 };

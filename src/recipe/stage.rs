@@ -8,9 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::dataset::DataArgs;
 use super::training::TrainingArgs;
-use super::values::{
-    BackendKind, Compat, Devices, LossType, StageKind, TorchDtype, TruncationMode,
-};
+use super::values::{BackendKind, Compat, Devices, StageKind, TorchDtype, TruncationMode};
 
 /// A fully resolved stage: defaults applied, overrides applied, relative
 /// paths resolved (see `paths.rs`).
@@ -113,8 +111,12 @@ pub struct DatasetKwargs {
 #[serde(default)]
 pub struct DpoArgs {
     pub beta: f64,
-    #[serde(deserialize_with = "one_or_single_list")]
-    pub loss_type: LossType,
+    /// TRL's loss names (`sigmoid`, `ipo`, ...), one or a list; checked
+    /// against the loss types when the stage starts (`train::dpo`).
+    #[serde(deserialize_with = "one_or_list")]
+    pub loss_type: Vec<String>,
+    /// TRL 1.x: one weight per loss type of a list (default 1 each).
+    pub loss_weights: Option<Vec<f64>>,
     pub label_smoothing: f64,
     /// Not a TRL 1.x parameter (removed in v0.29): recorded, used by trl-0.7.
     pub max_prompt_length: Option<usize>,
@@ -130,7 +132,8 @@ impl Default for DpoArgs {
     fn default() -> Self {
         DpoArgs {
             beta: 0.1,
-            loss_type: LossType::Sigmoid,
+            loss_type: vec!["sigmoid".to_string()],
+            loss_weights: None,
             label_smoothing: 0.0,
             max_prompt_length: None,
             max_completion_length: None,
@@ -166,23 +169,20 @@ impl Default for Extensions {
     }
 }
 
-/// TRL 1.x takes `loss_type` as a list (weighted sum of losses); a list of
-/// exactly one loss is accepted here.
-fn one_or_single_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<LossType, D::Error> {
+/// TRL 1.x takes `loss_type` as one name or a list (a weighted sum of losses).
+fn one_or_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
-        One(LossType),
-        List(Vec<LossType>),
+        One(String),
+        List(Vec<String>),
     }
     match Raw::deserialize(deserializer) {
-        Ok(Raw::One(loss)) => Ok(loss),
-        Ok(Raw::List(list)) if list.len() == 1 => Ok(list[0]),
-        Ok(Raw::List(_)) => Err(serde::de::Error::custom(
-            "exactly one loss type is supported (sigmoid, hinge or ipo)",
-        )),
+        Ok(Raw::One(name)) => Ok(vec![name]),
+        Ok(Raw::List(names)) if !names.is_empty() => Ok(names),
+        Ok(Raw::List(_)) => Err(serde::de::Error::custom("an empty list of loss types")),
         Err(_) => Err(serde::de::Error::custom(
-            "expected one of sigmoid, hinge, ipo (or a list of one)",
+            "expected a loss type name (sigmoid, ipo, ...) or a list of them",
         )),
     }
 }

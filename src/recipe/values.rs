@@ -92,17 +92,6 @@ pub enum Optimizer {
     AdamwHf,
 }
 
-/// DPO loss (`loss_type`). TRL 1.x also accepts a list; only one loss per run
-/// is supported here.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LossType {
-    #[default]
-    Sigmoid,
-    Hinge,
-    Ipo,
-}
-
 /// How a sequence longer than `max_length` is cut (TRL `truncation_mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -84,6 +84,9 @@ pub fn run_stage<A: AutodiffBackend>(
     options: &RunOptions,
     device: &A::Device,
 ) -> Result<StageOutcome, StageError> {
+    if stage.kind == StageKind::Dpo {
+        loss_spec(stage)?;
+    }
     let pre = Preprocessor::from_stage(stage)?;
     let output_dir = PathBuf::from(&stage.training.output_dir);
     std::fs::create_dir_all(&output_dir).map_err(io_error(&output_dir))?;
@@ -347,11 +350,8 @@ fn compute_dtype(_stage: &StageConfig) -> DType {
     DType::F32
 }
 
-fn dpo_objective<A: AutodiffBackend>(
-    stage: &StageConfig,
-    policy: &Gemma<A>,
-    device: &A::Device,
-) -> Result<DpoObjective<A>, StageError> {
+/// The DPO loss settings, checked before any data is read.
+fn loss_spec(stage: &StageConfig) -> Result<DpoLossSpec, StageError> {
     let loss_error = |key: &'static str| {
         move |error: DpoConfigError| StageError::Loss {
             path: stage.source.clone(),
@@ -359,15 +359,28 @@ fn dpo_objective<A: AutodiffBackend>(
             error,
         }
     };
-    let name = serde_yaml_ng::to_value(stage.dpo.loss_type)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    let kind = name
-        .parse::<DpoLossKind>()
+    let kinds = stage
+        .dpo
+        .loss_type
+        .iter()
+        .map(|name| name.parse::<DpoLossKind>())
+        .collect::<Result<Vec<_>, _>>()
         .map_err(loss_error("loss_type"))?;
-    let spec = DpoLossSpec::new(vec![kind], None, stage.dpo.beta, stage.dpo.label_smoothing)
-        .map_err(loss_error("beta"))?;
+    DpoLossSpec::new(
+        kinds,
+        stage.dpo.loss_weights.clone(),
+        stage.dpo.beta,
+        stage.dpo.label_smoothing,
+    )
+    .map_err(loss_error("loss_type"))
+}
+
+fn dpo_objective<A: AutodiffBackend>(
+    stage: &StageConfig,
+    policy: &Gemma<A>,
+    device: &A::Device,
+) -> Result<DpoObjective<A>, StageError> {
+    let spec = loss_spec(stage)?;
     let reference = match &stage.model.ref_model {
         Some(path) => {
             let dir = resolve(path, RepoKind::Model)?;

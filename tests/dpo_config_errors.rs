@@ -1,0 +1,80 @@
+//! DPO loss settings are checked before any work starts, with errors that
+//! name the file and key; a list of loss types with weights runs.
+
+mod common;
+
+use align::backend::{CpuTrain, cpu_device};
+use align::recipe::StageKind;
+use align::train::run::run_recipe;
+use align::train::stage::RunOptions;
+use common::{fixture, read_jsonl};
+
+fn run(extra: &[&str], output: &std::path::Path) -> Result<(), String> {
+    let mut set = vec![format!("output_dir={}", output.display())];
+    set.extend(extra.iter().map(|s| s.to_string()));
+    run_recipe::<CpuTrain>(
+        &fixture("tiny-gemma/recipe_dpo.yaml"),
+        &set,
+        Some(StageKind::Dpo),
+        &RunOptions { quiet: true },
+        true,
+        &cpu_device(),
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+#[test]
+fn unknown_loss_type_is_a_config_error_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let err = run(&["loss_type=sigmoidd"], &out).unwrap_err();
+    assert!(
+        err.contains("recipe_dpo.yaml") && err.contains("loss_type"),
+        "{err}"
+    );
+    assert!(
+        err.contains("sigmoidd") && err.contains("apo_zero"),
+        "lists the valid names: {err}"
+    );
+    assert!(!out.exists(), "nothing was written");
+}
+
+#[test]
+fn non_positive_beta_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = run(&["beta=0"], &dir.path().join("out")).unwrap_err();
+    assert!(err.contains("beta"), "{err}");
+}
+
+#[test]
+fn mismatched_loss_weights_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = run(
+        &["loss_type=[sigmoid, ipo]", "loss_weights=[1.0]"],
+        &dir.path().join("out"),
+    )
+    .unwrap_err();
+    assert!(err.contains("loss_weights"), "{err}");
+}
+
+#[test]
+fn a_weighted_list_of_loss_types_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    run(
+        &[
+            "loss_type=[sigmoid, ipo]",
+            "loss_weights=[0.5, 0.25]",
+            "max_steps=1",
+            "do_eval=false",
+        ],
+        &out,
+    )
+    .unwrap();
+    let first = &read_jsonl(&out.join("metrics.jsonl"))[0];
+    // Step 1: policy = reference, so δ = 0: 0.5·ln 2 + 0.25·(1/(2β))² with β = 0.05.
+    let expected = 0.5 * std::f64::consts::LN_2 + 0.25 * 100.0;
+    let loss = first["loss"].as_f64().unwrap();
+    assert!((loss - expected).abs() < 1e-4, "{loss} vs {expected}");
+}
