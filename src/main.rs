@@ -149,7 +149,22 @@ fn run(cli: Cli) -> Result<()> {
             flags,
             dry_run,
         } => train(&config, &flags, Some(StageKind::Dpo), dry_run, true),
-        Command::Eval { .. } => not_yet("eval"),
+        Command::Eval { config, flags } => {
+            let options = RunOptions {
+                quiet: flags.quiet,
+                eval_only: true,
+            };
+            let results =
+                run_recipe::<CpuTrain>(&config, &flags.set, None, &options, true, &cpu_device())?;
+            for result in &results {
+                if let StageResult::Ran(outcome) = result
+                    && let Some(eval) = outcome.history.last()
+                {
+                    println!("{}", serde_json::Value::Object(eval.clone()));
+                }
+            }
+            Ok(())
+        }
         Command::Data {
             config,
             split,
@@ -184,7 +199,10 @@ fn train(
     if let Some(devices) = &flags.devices {
         bail!("--devices {devices}: data parallelism is not implemented yet");
     }
-    let options = RunOptions { quiet: flags.quiet };
+    let options = RunOptions {
+        quiet: flags.quiet,
+        eval_only: false,
+    };
     match flags.backend.as_deref() {
         None | Some("flex") | Some("cpu") | Some("ndarray") => {
             let results =

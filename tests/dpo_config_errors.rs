@@ -16,7 +16,10 @@ fn run(extra: &[&str], output: &std::path::Path) -> Result<(), String> {
         &fixture("tiny-gemma/recipe_dpo.yaml"),
         &set,
         Some(StageKind::Dpo),
-        &RunOptions { quiet: true },
+        &RunOptions {
+            quiet: true,
+            ..Default::default()
+        },
         true,
         &cpu_device(),
     )

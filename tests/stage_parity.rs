@@ -23,7 +23,10 @@ fn run(config: &Path, kind: Option<StageKind>, output: &Path) -> Vec<StageResult
         config,
         &set,
         kind,
-        &RunOptions { quiet: true },
+        &RunOptions {
+            quiet: true,
+            ..Default::default()
+        },
         true,
         &cpu_device(),
     )
@@ -158,7 +161,10 @@ fn align_train_chains_sft_then_dpo_from_the_sft_output() {
         &path,
         &set,
         None,
-        &RunOptions { quiet: true },
+        &RunOptions {
+            quiet: true,
+            ..Default::default()
+        },
         false,
         &cpu_device(),
     )
@@ -178,7 +184,10 @@ fn align_train_chains_sft_then_dpo_from_the_sft_output() {
         &path,
         &set,
         None,
-        &RunOptions { quiet: true },
+        &RunOptions {
+            quiet: true,
+            ..Default::default()
+        },
         false,
         &cpu_device(),
     )
@@ -187,5 +196,59 @@ fn align_train_chains_sft_then_dpo_from_the_sft_output() {
         again
             .iter()
             .all(|r| matches!(r, StageResult::Skipped { .. }))
+    );
+}
+
+#[test]
+fn align_eval_of_trls_final_policy_reproduces_trls_final_eval() {
+    let out = tempfile::tempdir().unwrap();
+    let set = vec![
+        format!("output_dir={}", out.path().display()),
+        format!(
+            "model_name_or_path={}",
+            fixture("tiny-gemma/expected/final_policy").display()
+        ),
+        format!(
+            "tokenizer_name_or_path={}",
+            fixture("tiny-gemma/model").display()
+        ),
+        format!("ref_model={}", fixture("tiny-gemma/model").display()),
+    ];
+    let options = RunOptions {
+        quiet: true,
+        eval_only: true,
+    };
+    let results = run_recipe::<CpuTrain>(
+        &fixture("tiny-gemma/recipe_dpo.yaml"),
+        &set,
+        Some(StageKind::Dpo),
+        &options,
+        true,
+        &cpu_device(),
+    )
+    .unwrap();
+    let StageResult::Ran(outcome) = &results[0] else {
+        panic!("eval ran")
+    };
+    let got = outcome.history.last().unwrap();
+    let want = read_jsonl(&fixture("tiny-gemma/expected/dpo_train_log.jsonl"))
+        .pop()
+        .unwrap();
+    for key in [
+        "eval_loss",
+        "eval_rewards/accuracies",
+        "eval_rewards/margins",
+        "eval_logps/chosen",
+        "eval_entropy",
+    ] {
+        let (a, b) = (got[key].as_f64().unwrap(), want[key].as_f64().unwrap());
+        assert!(
+            (a - b).abs() <= (1e-3 * b.abs()).max(1e-4),
+            "{key} {a} vs {b}"
+        );
+    }
+    assert!(
+        !out.path().join("model.safetensors").exists(),
+        "eval saves no model"
     );
 }

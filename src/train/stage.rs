@@ -76,6 +76,9 @@ pub struct StageOutcome {
 pub struct RunOptions {
     /// No progress lines on stderr.
     pub quiet: bool,
+    /// `align eval`: evaluate the model as it is on the test split; no
+    /// training, nothing saved but `metrics.jsonl`.
+    pub eval_only: bool,
 }
 
 /// Runs `stage` on the autodiff backend `A` at `device`.
@@ -95,7 +98,7 @@ pub fn run_stage<A: AutodiffBackend>(
     let (summary, history, model) = match stage.kind {
         StageKind::Dpo => {
             let train = prepare_dpo(stage, &pre, SplitRole::Train)?.examples();
-            let eval = match wants_eval(stage) {
+            let eval = match options.eval_only || wants_eval(stage) {
                 true => prepare_dpo(stage, &pre, SplitRole::Test)?.examples(),
                 false => Vec::new(),
             };
@@ -134,7 +137,7 @@ pub fn run_stage<A: AutodiffBackend>(
         }
         StageKind::Sft => {
             let train = prepare_sft(stage, &pre, SplitRole::Train)?.examples();
-            let eval = match wants_eval(stage) {
+            let eval = match options.eval_only || wants_eval(stage) {
                 true => prepare_sft(stage, &pre, SplitRole::Test)?.examples(),
                 false => Vec::new(),
             };
@@ -167,6 +170,13 @@ pub fn run_stage<A: AutodiffBackend>(
             )?
         }
     };
+    if options.eval_only {
+        return Ok(StageOutcome {
+            output_dir,
+            summary,
+            history,
+        });
+    }
     save_gemma(&model.valid(), &output_dir, Some(&pre.tokenizer_dir()))?;
     if let Some(template) = &stage.data.chat_template {
         record_chat_template(&output_dir, template)?;
@@ -232,6 +242,10 @@ fn fit<A: AutodiffBackend, O: Objective<A>>(
         rest: Fanout(sinks),
     };
     let mut trainer = Trainer::new(settings, objective, &mut history);
+    if options.eval_only {
+        trainer.evaluate(&policy, eval, 0.0, 0)?;
+        return Ok((RunSummary::default(), history.history.0, policy));
+    }
     let (model, summary) = trainer.fit(policy, epochs, eval)?;
     Ok((summary, history.history.0, model))
 }
