@@ -11,7 +11,7 @@ mod common;
 
 use align::backend::{Cpu, CpuTrain, cpu_device};
 use align::log::History;
-use align::model::hf::{load_gemma, named_tensors};
+use align::model::hf::load_gemma;
 use align::train::adamw::AdamWConfig;
 use align::train::dpo::{DpoLossKind, DpoLossSpec, DpoLossState};
 use align::train::logps::ScoredBatch;
@@ -21,7 +21,7 @@ use align::train::schedule::{Schedule, ScheduleKind};
 use align::train::trainer::{LoopSettings, Trainer};
 use burn::module::AutodiffModule;
 use burn::tensor::DType;
-use common::{fixture, ints, read_jsonl};
+use common::{assert_weights_close, fixture, ints, read_jsonl};
 use serde_json::Value;
 
 const BETA: f64 = 0.05;
@@ -194,24 +194,11 @@ fn sixteen_step_run_matches_trl_log_and_final_weights() {
     }
     println!("worst relative error: {worst_rel:e} ({worst_key})");
 
-    let trained = named_tensors(&model.valid());
-    let final_policy = load_gemma::<Cpu>(
+    let worst_weight = assert_weights_close(
+        &model.valid(),
         &fixture("tiny-gemma/expected/final_policy"),
-        DType::F32,
-        &cpu_device(),
-    )
-    .unwrap();
-    let mut worst_weight = 0.0f32;
-    for ((name, got), (_, want)) in trained.iter().zip(named_tensors(&final_policy).iter()) {
-        let (got, want) = (got.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
-        let diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
-        assert!(diff <= 1e-4, "{name}: max abs diff {diff:e}");
-        worst_weight = worst_weight.max(diff);
-    }
+        1e-4,
+    );
     println!("final weights: worst abs diff {worst_weight:e}");
 }
 

@@ -5,9 +5,9 @@
 
 mod common;
 
-use align::backend::{Cpu, CpuTrain, cpu_device};
+use align::backend::{CpuTrain, cpu_device};
 use align::log::History;
-use align::model::hf::{load_gemma, named_tensors};
+use align::model::hf::load_gemma;
 use align::train::adamw::AdamWConfig;
 use align::train::logps::ScoredBatch;
 use align::train::schedule::{Schedule, ScheduleKind};
@@ -15,7 +15,7 @@ use align::train::sft::SftObjective;
 use align::train::trainer::{LoopSettings, Trainer};
 use burn::module::AutodiffModule;
 use burn::tensor::DType;
-use common::{fixture, ints, read_jsonl};
+use common::{assert_weights_close, fixture, ints, read_jsonl};
 use serde_json::Value;
 
 fn sft_batch(rows: &[Value]) -> ScoredBatch {
@@ -100,25 +100,10 @@ fn eight_step_run_matches_trl_log_and_final_weights() {
     }
     println!("worst relative error: {:e} ({})", worst.0, worst.1);
 
-    let final_sft = load_gemma::<Cpu>(
+    let worst_weight = assert_weights_close(
+        &model.valid(),
         &fixture("tiny-gemma/expected/final_sft"),
-        DType::F32,
-        &device,
-    )
-    .unwrap();
-    let mut worst_weight = 0.0f32;
-    for ((name, got), (_, want)) in named_tensors(&model.valid())
-        .iter()
-        .zip(named_tensors(&final_sft).iter())
-    {
-        let (got, want) = (got.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
-        let diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
-        assert!(diff <= 1e-4, "{name}: max abs diff {diff:e}");
-        worst_weight = worst_weight.max(diff);
-    }
+        1e-4,
+    );
     println!("final weights: worst abs diff {worst_weight:e}");
 }

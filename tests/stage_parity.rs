@@ -9,12 +9,12 @@ mod common;
 use std::path::Path;
 
 use align::backend::{Cpu, CpuTrain, cpu_device};
-use align::model::hf::{load_gemma, named_tensors};
+use align::model::hf::load_gemma;
 use align::recipe::StageKind;
 use align::train::run::{StageResult, run_recipe};
 use align::train::stage::RunOptions;
 use burn::tensor::DType;
-use common::{fixture, read_jsonl};
+use common::{assert_weights_close, fixture, read_jsonl};
 use serde_json::Value;
 
 fn run(config: &Path, kind: Option<StageKind>, output: &Path) -> Vec<StageResult> {
@@ -72,18 +72,8 @@ fn compare_logs(metrics: &Path, expected: &Path) {
 }
 
 fn compare_weights(dir: &Path, expected: &Path) {
-    let device = cpu_device();
-    let got = load_gemma::<Cpu>(dir, DType::F32, &device).unwrap();
-    let want = load_gemma::<Cpu>(expected, DType::F32, &device).unwrap();
-    for ((name, a), (_, b)) in named_tensors(&got).iter().zip(named_tensors(&want).iter()) {
-        let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
-        let diff = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
-        assert!(diff <= 1e-4, "{name}: max abs diff {diff:e}");
-    }
+    let got = load_gemma::<Cpu>(dir, DType::F32, &cpu_device()).unwrap();
+    assert_weights_close(&got, expected, 1e-4);
 }
 
 #[test]

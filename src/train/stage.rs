@@ -19,8 +19,8 @@ use super::schedule::{Schedule, ScheduleKind};
 use super::sft::SftObjective;
 use super::trainer::{EpochBatches, LoopSettings, RunSummary, TrainError, Trainer};
 use crate::data::{
-    DataError, DpoBatch, IGNORE_INDEX, Preprocessor, RepoKind, SftBatch, epoch_order,
-    micro_batches, prepare_dpo, prepare_sft, resolve,
+    DataError, DpoBatch, DpoExample, IGNORE_INDEX, Preprocessor, RepoKind, SftBatch, SftExample,
+    epoch_order, micro_batches, prepare_dpo, prepare_sft, resolve,
 };
 use crate::log::jsonl::JsonlSink;
 use crate::log::progress::ProgressLines;
@@ -94,80 +94,39 @@ pub fn run_stage<A: AutodiffBackend>(
     let output_dir = PathBuf::from(&stage.training.output_dir);
     std::fs::create_dir_all(&output_dir).map_err(io_error(&output_dir))?;
     let policy = load_policy::<A>(stage, device)?;
-    let pad = i64::from(pre.pad_token_id);
+    let with_eval = options.eval_only || wants_eval(stage);
     let (summary, history, model) = match stage.kind {
         StageKind::Dpo => {
             let train = prepare_dpo(stage, &pre, SplitRole::Train)?.examples();
-            let eval = match options.eval_only || wants_eval(stage) {
+            let eval = match with_eval {
                 true => prepare_dpo(stage, &pre, SplitRole::Test)?.examples(),
                 false => Vec::new(),
             };
-            let collate = |indices: &[usize], examples: &[crate::data::DpoExample]| {
-                let picked: Vec<_> = indices.iter().map(|&i| &examples[i]).collect();
-                let batch = DpoBatch::collate(
-                    &picked,
-                    indices,
-                    pre.pad_token_id,
-                    pre.max_length,
-                    pre.truncation,
-                );
-                preference_batch(&batch)
-            };
-            let eval_batches: Vec<PreferenceBatch> =
-                sequential_batches(eval.len(), stage.training.per_device_eval_batch_size)
-                    .iter()
-                    .map(|indices| collate(indices, &eval))
-                    .collect();
-            let epochs = |epoch: usize| -> Vec<PreferenceBatch> {
-                epoch_batches(&stage.training, train.len(), epoch)
-                    .iter()
-                    .map(|indices| collate(indices, &train))
-                    .collect()
+            let collate = |picked: &[&DpoExample], indices: &[usize]| {
+                let (pad, max_length, truncation) =
+                    (pre.pad_token_id, pre.max_length, pre.truncation);
+                preference_batch(&DpoBatch::collate(
+                    picked, indices, pad, max_length, truncation,
+                ))
             };
             let mut objective = dpo_objective::<A>(stage, &policy, device)?;
-            fit(
-                stage,
-                options,
-                &mut objective,
-                policy,
-                &epochs,
-                &eval_batches,
-                &output_dir,
-            )?
+            let data = StageData::new(stage, &train, &eval, &collate);
+            fit(stage, options, &mut objective, policy, &data, &output_dir)?
         }
         StageKind::Sft => {
             let train = prepare_sft(stage, &pre, SplitRole::Train)?.examples();
-            let eval = match options.eval_only || wants_eval(stage) {
+            let eval = match with_eval {
                 true => prepare_sft(stage, &pre, SplitRole::Test)?.examples(),
                 false => Vec::new(),
             };
-            let collate = |indices: &[usize], examples: &[crate::data::SftExample]| {
-                let picked: Vec<_> = indices.iter().map(|&i| &examples[i]).collect();
-                sft_batch(&SftBatch::collate(&picked, indices, pre.pad_token_id), pad)
-            };
-            let eval_batches: Vec<ScoredBatch> =
-                sequential_batches(eval.len(), stage.training.per_device_eval_batch_size)
-                    .iter()
-                    .map(|indices| collate(indices, &eval))
-                    .collect();
-            let epochs = |epoch: usize| -> Vec<ScoredBatch> {
-                epoch_batches(&stage.training, train.len(), epoch)
-                    .iter()
-                    .map(|indices| collate(indices, &train))
-                    .collect()
+            let collate = |picked: &[&SftExample], indices: &[usize]| {
+                sft_batch(&SftBatch::collate(picked, indices, pre.pad_token_id))
             };
             let mut objective = SftObjective::<A> {
                 device: device.clone(),
             };
-            fit(
-                stage,
-                options,
-                &mut objective,
-                policy,
-                &epochs,
-                &eval_batches,
-                &output_dir,
-            )?
+            let data = StageData::new(stage, &train, &eval, &collate);
+            fit(stage, options, &mut objective, policy, &data, &output_dir)?
         }
     };
     if options.eval_only {
@@ -208,16 +167,16 @@ fn record_chat_template(output_dir: &Path, template: &str) -> Result<(), StageEr
 
 /// The loop with its sinks: `metrics.jsonl`, TensorBoard under `runs/`,
 /// progress lines, and an in-memory history.
-fn fit<A: AutodiffBackend, O: Objective<A>>(
+fn fit<A: AutodiffBackend, O: Objective<A>, E>(
     stage: &StageConfig,
     options: &RunOptions,
     objective: &mut O,
     policy: Gemma<A>,
-    epochs: &dyn EpochBatches<O::Batch>,
-    eval: &[O::Batch],
+    data: &StageData<'_, E, O::Batch>,
     output_dir: &Path,
 ) -> Result<(RunSummary, Vec<LogEntry>, Gemma<A>), StageError> {
-    let micro_per_epoch = epochs.epoch(0).len();
+    let eval = &data.eval_batches()[..];
+    let micro_per_epoch = data.epoch(0).len();
     if micro_per_epoch == 0 {
         return Err(TrainError::NoData.into());
     }
@@ -246,8 +205,63 @@ fn fit<A: AutodiffBackend, O: Objective<A>>(
         trainer.evaluate(&policy, eval, 0.0, 0)?;
         return Ok((RunSummary::default(), history.history.0, policy));
     }
-    let (model, summary) = trainer.fit(policy, epochs, eval)?;
+    let (model, summary) = trainer.fit(policy, data, eval)?;
     Ok((summary, history.history.0, model))
+}
+
+/// A stage's prepared examples and how they become micro-batches: the
+/// sampler's order per epoch for training, sequential for evaluation.
+struct StageData<'a, E, Batch> {
+    training: &'a TrainingArgs,
+    train: &'a [E],
+    eval: &'a [E],
+    collate: &'a dyn Fn(&[&E], &[usize]) -> Batch,
+}
+
+impl<'a, E, Batch> StageData<'a, E, Batch> {
+    fn new(
+        stage: &'a StageConfig,
+        train: &'a [E],
+        eval: &'a [E],
+        collate: &'a dyn Fn(&[&E], &[usize]) -> Batch,
+    ) -> Self {
+        Self {
+            training: &stage.training,
+            train,
+            eval,
+            collate,
+        }
+    }
+
+    fn batches(&self, examples: &[E], index_batches: Vec<Vec<usize>>) -> Vec<Batch> {
+        index_batches
+            .iter()
+            .map(|indices| {
+                let picked: Vec<&E> = indices.iter().map(|&i| &examples[i]).collect();
+                (self.collate)(&picked, indices)
+            })
+            .collect()
+    }
+
+    fn eval_batches(&self) -> Vec<Batch> {
+        let order: Vec<usize> = (0..self.eval.len()).collect();
+        let batch_size = self.training.per_device_eval_batch_size;
+        self.batches(self.eval, micro_batches(&order, batch_size, false))
+    }
+}
+
+impl<E, Batch> EpochBatches<Batch> for StageData<'_, E, Batch> {
+    fn epoch(&self, index: usize) -> Vec<Batch> {
+        let t = self.training;
+        let seed = t.data_seed.unwrap_or(t.seed);
+        let order = epoch_order(self.train.len(), t.train_sampling_strategy, seed, index);
+        let batches = micro_batches(
+            &order,
+            t.per_device_train_batch_size,
+            t.dataloader_drop_last,
+        );
+        self.batches(self.train, batches)
+    }
 }
 
 /// Keeps a copy of every event while forwarding it.
@@ -311,25 +325,6 @@ fn wants_eval(stage: &StageConfig) -> bool {
         Err(_) => false,
     };
     has_test && (stage.training.do_eval || stage.training.eval_strategy != IntervalStrategy::No)
-}
-
-fn epoch_batches(t: &TrainingArgs, len: usize, epoch: usize) -> Vec<Vec<usize>> {
-    let order = epoch_order(
-        len,
-        t.train_sampling_strategy,
-        t.data_seed.unwrap_or(t.seed),
-        epoch,
-    );
-    micro_batches(
-        &order,
-        t.per_device_train_batch_size,
-        t.dataloader_drop_last,
-    )
-}
-
-fn sequential_batches(len: usize, batch_size: usize) -> Vec<Vec<usize>> {
-    let order: Vec<usize> = (0..len).collect();
-    micro_batches(&order, batch_size, false)
 }
 
 /// The policy: the checkpoint at `model_name_or_path`, or (with
@@ -425,7 +420,7 @@ fn preference_batch(batch: &DpoBatch) -> PreferenceBatch {
 
 /// Labels are unshifted (label t is read from logits t−1): position 0 is
 /// never predicted.
-fn sft_batch(batch: &SftBatch, _pad: i64) -> ScoredBatch {
+fn sft_batch(batch: &SftBatch) -> ScoredBatch {
     let width = batch.seq_len;
     ScoredBatch {
         rows: batch.rows,

@@ -47,3 +47,28 @@ pub fn floats(value: &Value) -> Vec<f64> {
 pub fn rel_err(got: f64, want: f64) -> f64 {
     (got - want).abs() / want.abs().max(1e-12)
 }
+
+/// Asserts that `model`'s parameters equal those of the HF folder `expected`
+/// within `tolerance` (max absolute difference per tensor); returns the worst.
+pub fn assert_weights_close(
+    model: &align::model::gemma::Gemma<align::backend::Cpu>,
+    expected: &std::path::Path,
+    tolerance: f32,
+) -> f32 {
+    use align::model::hf::{load_gemma, named_tensors};
+    let device = align::backend::cpu_device();
+    let want = load_gemma::<align::backend::Cpu>(expected, burn::tensor::DType::F32, &device)
+        .unwrap_or_else(|e| panic!("{}: {e}", expected.display()));
+    let mut worst = 0.0f32;
+    for ((name, a), (_, b)) in named_tensors(model).iter().zip(named_tensors(&want).iter()) {
+        let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+        let diff = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(diff <= tolerance, "{name}: max abs diff {diff:e}");
+        worst = worst.max(diff);
+    }
+    worst
+}
