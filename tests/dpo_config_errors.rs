@@ -81,3 +81,26 @@ fn a_weighted_list_of_loss_types_trains() {
     let loss = first["loss"].as_f64().unwrap();
     assert!((loss - expected).abs() < 1e-4, "{loss} vs {expected}");
 }
+
+#[test]
+fn a_diverging_run_stops_with_the_step_and_saves_no_model() {
+    // lr 1e30: step 1 runs at lr 0 (warmup), step 2's update blows the weights
+    // up, and the loss of step 3 is no longer finite.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let err = run(
+        &["learning_rate=1e30", "max_steps=4", "max_grad_norm=0"],
+        &out,
+    )
+    .unwrap_err();
+    assert!(err.contains("not finite") && err.contains("step"), "{err}");
+    assert!(
+        !out.join("model.safetensors").exists(),
+        "no model from a failed run"
+    );
+    let logged = read_jsonl(&out.join("metrics.jsonl"));
+    assert!(
+        !logged.is_empty(),
+        "the steps before the failure stay logged"
+    );
+}
