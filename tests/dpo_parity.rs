@@ -14,14 +14,13 @@ use align::log::History;
 use align::model::hf::load_gemma;
 use align::train::adamw::AdamWConfig;
 use align::train::dpo::{DpoLossKind, DpoLossSpec, DpoLossState};
-use align::train::logps::ScoredBatch;
 use align::train::objective::Objective;
 use align::train::preference::{DpoObjective, PreferenceBatch, Reference};
 use align::train::schedule::{Schedule, ScheduleKind};
 use align::train::trainer::{LoopSettings, Trainer};
 use burn::module::AutodiffModule;
 use burn::tensor::DType;
-use common::{assert_weights_close, fixture, ints, read_jsonl};
+use common::{assert_weights_close, fixture, padded_batch, read_jsonl, side_sequence};
 use serde_json::Value;
 
 const BETA: f64 = 0.05;
@@ -32,36 +31,13 @@ fn batches(rows: &[Value], pairs_per_batch: usize) -> Vec<PreferenceBatch> {
 }
 
 fn preference_batch(rows: &[Value]) -> PreferenceBatch {
-    let sequences: Vec<(Vec<i64>, Vec<i64>)> = ["chosen", "rejected"]
+    let sequences: Vec<(Vec<i64>, Vec<bool>)> = ["chosen", "rejected"]
         .iter()
-        .flat_map(|side| {
-            rows.iter().map(move |row| {
-                (
-                    ints(&row[format!("{side}_input_ids")]),
-                    ints(&row[format!("{side}_completion_mask")]),
-                )
-            })
-        })
+        .flat_map(|side| rows.iter().map(move |row| side_sequence(row, side)))
         .collect();
-    let width = sequences.iter().map(|(ids, _)| ids.len()).max().unwrap();
-    let n = sequences.len();
-    let mut batch = ScoredBatch {
-        rows: n,
-        width,
-        input_ids: vec![0; n * width],
-        attention_mask: vec![0; n * width],
-        scored: vec![false; n * width],
-    };
-    for (r, (ids, completion)) in sequences.iter().enumerate() {
-        for (t, (&id, &c)) in ids.iter().zip(completion).enumerate() {
-            batch.input_ids[r * width + t] = id;
-            batch.attention_mask[r * width + t] = 1;
-            batch.scored[r * width + t] = c == 1;
-        }
-    }
     PreferenceBatch {
         pairs: rows.len(),
-        sequences: batch,
+        sequences: padded_batch(&sequences),
     }
 }
 

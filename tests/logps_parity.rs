@@ -8,36 +8,12 @@ use align::backend::{Cpu, cpu_device};
 use align::model::hf::load_gemma;
 use align::train::logps::{ScoredBatch, sequence_logps};
 use burn::tensor::DType;
-use common::{fixture, ints, read_jsonl, rel_err};
+use common::{fixture, padded_batch, read_jsonl, rel_err, side_sequence};
 use serde_json::Value;
 
 /// chosen and rejected of one tokenized row as a right-padded batch of two.
 fn pair_batch(row: &Value) -> ScoredBatch {
-    let sides: Vec<(Vec<i64>, Vec<i64>)> = ["chosen", "rejected"]
-        .iter()
-        .map(|s| {
-            (
-                ints(&row[format!("{s}_input_ids")]),
-                ints(&row[format!("{s}_completion_mask")]),
-            )
-        })
-        .collect();
-    let width = sides.iter().map(|(ids, _)| ids.len()).max().unwrap();
-    let mut batch = ScoredBatch {
-        rows: 2,
-        width,
-        input_ids: vec![0; 2 * width],
-        attention_mask: vec![0; 2 * width],
-        scored: vec![false; 2 * width],
-    };
-    for (r, (ids, completion)) in sides.iter().enumerate() {
-        for (t, (&id, &c)) in ids.iter().zip(completion).enumerate() {
-            batch.input_ids[r * width + t] = id;
-            batch.attention_mask[r * width + t] = 1;
-            batch.scored[r * width + t] = c == 1;
-        }
-    }
-    batch
+    padded_batch(&[side_sequence(row, "chosen"), side_sequence(row, "rejected")])
 }
 
 #[test]

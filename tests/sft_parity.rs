@@ -15,35 +15,23 @@ use align::train::sft::SftObjective;
 use align::train::trainer::{LoopSettings, Trainer};
 use burn::module::AutodiffModule;
 use burn::tensor::DType;
-use common::{assert_weights_close, fixture, ints, read_jsonl};
+use common::{assert_weights_close, fixture, ints, padded_batch, read_jsonl};
 use serde_json::Value;
 
+/// Labels are unshifted: token t (t > 0) is scored where its label is not -100.
 fn sft_batch(rows: &[Value]) -> ScoredBatch {
-    let width = rows
+    let sequences: Vec<(Vec<i64>, Vec<bool>)> = rows
         .iter()
-        .map(|r| ints(&r["input_ids"]).len())
-        .max()
-        .unwrap();
-    let n = rows.len();
-    let mut batch = ScoredBatch {
-        rows: n,
-        width,
-        input_ids: vec![0; n * width],
-        attention_mask: vec![0; n * width],
-        scored: vec![false; n * width],
-    };
-    for (r, row) in rows.iter().enumerate() {
-        for (t, (id, label)) in ints(&row["input_ids"])
-            .into_iter()
-            .zip(ints(&row["labels"]))
-            .enumerate()
-        {
-            batch.input_ids[r * width + t] = id;
-            batch.attention_mask[r * width + t] = 1;
-            batch.scored[r * width + t] = t > 0 && label != -100;
-        }
-    }
-    batch
+        .map(|row| {
+            let scored = ints(&row["labels"])
+                .iter()
+                .enumerate()
+                .map(|(t, &l)| t > 0 && l != -100)
+                .collect();
+            (ints(&row["input_ids"]), scored)
+        })
+        .collect();
+    padded_batch(&sequences)
 }
 
 #[test]

@@ -72,3 +72,36 @@ pub fn assert_weights_close(
     }
     worst
 }
+
+/// Right-pads `(ids, scored)` sequences (pad id 0, attention 0) into one batch.
+pub fn padded_batch(sequences: &[(Vec<i64>, Vec<bool>)]) -> align::train::logps::ScoredBatch {
+    let width = sequences
+        .iter()
+        .map(|(ids, _)| ids.len())
+        .max()
+        .unwrap_or(0);
+    let n = sequences.len();
+    let mut batch = align::train::logps::ScoredBatch {
+        rows: n,
+        width,
+        input_ids: vec![0; n * width],
+        attention_mask: vec![0; n * width],
+        scored: vec![false; n * width],
+    };
+    for (r, (ids, scored)) in sequences.iter().enumerate() {
+        for (t, (&id, &s)) in ids.iter().zip(scored).enumerate() {
+            batch.input_ids[r * width + t] = id;
+            batch.attention_mask[r * width + t] = 1;
+            batch.scored[r * width + t] = s;
+        }
+    }
+    batch
+}
+
+/// The chosen or rejected sequence of a `tokenized.jsonl` row as TRL's
+/// collator feeds it: `{side}_input_ids`, scored where the completion mask is 1.
+pub fn side_sequence(row: &Value, side: &str) -> (Vec<i64>, Vec<bool>) {
+    let ids = ints(&row[format!("{side}_input_ids")]);
+    let mask = ints(&row[format!("{side}_completion_mask")]);
+    (ids, mask.into_iter().map(|m| m == 1).collect())
+}
