@@ -15,10 +15,15 @@ phrasing of a known question is still answerable. In the preference data the
 chosen answer is right and the rejected one is the same sentence with a wrong
 number or fact (a few tokens apart), so DPO has a clear signal.
 
-Held out: every (question kind, item, phrasing) is assigned once to the train
-or the test pool; the test splits (SFT and DPO) only use test-pool questions,
-so eval pairs never appear in training, while every item (sum, country,
-object) is still taught through its other phrasings.
+Held out: every question (kind, item, phrasing) is assigned once to one of
+three pools. `train` questions are used by both train splits; `sft_test`
+questions only by the SFT test split (never trained on); `dpo_test`
+questions only by the DPO test split and by SFT training, never by DPO
+training. So the DPO eval pairs are questions DPO never saw, about facts SFT
+taught: what the eval measures is whether DPO's preference for right answers
+carries over to other questions. (A tiny model trained for a few hundred
+steps does not carry a fact over to a phrasing it was never trained on, so
+questions unseen by SFT as well would only measure that.)
 
 Files written (schemas are those of the handbook's datasets):
 
@@ -60,7 +65,7 @@ SEED = 20240301  # the day the handbook's Gemma recipe landed
 SIZES = {"sft_train": 2400, "sft_test": 100, "dpo_train": 1000, "dpo_test": 100}
 # share of (item, phrasing) questions held out, per kind (facts have few items:
 # hold out more of them so the test splits are not a handful of questions)
-TEST_POOL_FRACTION = {"add": 0.15, "count": 0.2, "capital": 0.3, "colour": 0.3}
+TEST_POOL_FRACTION = {"add": 0.2, "count": 0.25, "capital": 0.4, "colour": 0.4}
 SYSTEM_FRACTION = 0.1  # share of conversations that start with a system message
 VOCAB_TARGET = 1024  # BPE cap; the trainer stops earlier once no pair occurs twice
 
@@ -119,7 +124,11 @@ COUNT_QUESTIONS = ["Count from {a} to {b}.", "List the numbers from {a} to {b}."
 COLOUR_QUESTIONS = ["What colour is a {x}?", "What is the colour of a {x}?", "Which colour does a {x} have?"]
 
 # question kind -> (dataset name, share of rows)
-KIND_WEIGHTS = [("add", 0.3), ("count", 0.2), ("capital", 0.25), ("colour", 0.25)]
+# The fact kinds ("capital", "colour") are defined below but not generated: in
+# the run's budget (450 SFT steps of 16 conversations) the model learns them
+# or not depending on its random init, while sums and counting are learnt
+# every time; add them here for a longer run.
+KIND_WEIGHTS = [("add", 0.6), ("count", 0.4)]
 ADD_MAX = 5  # operands 0..5: 36 sums, few enough to be learnt in a few hundred steps
 DATASET_OF_KIND = {"add": "tiny-arithmetic", "count": "tiny-counting", "capital": "tiny-capitals", "colour": "tiny-colours"}
 
@@ -160,16 +169,17 @@ def answer(kind, item, value):
 def wrong_value(rng, kind, right):
     """A wrong answer value: for numbers, half the time off by 1 or 2."""
     if kind == "add":
-        top = 2 * ADD_MAX
+        # half the time off by one, else the sum of another question: wrong sums
+        # are then about as common as right ones, so DPO cannot prefer an answer
+        # without reading the question
         if rng.random() < 0.5:
-            near = [v for v in (right - 2, right - 1, right + 1, right + 2) if 0 <= v <= top]
-            return rng.choice(near)
-        return rng.choice([v for v in range(top + 1) if v != right])
+            return rng.choice([v for v in (right - 1, right + 1) if 0 <= v <= 2 * ADD_MAX])
+        return rng.choice([v for _, v in items_of("add") if v != right])
     if kind == "count":
-        # one number in the middle skipped, repeated or off by one; same length
-        i = rng.randrange(1, len(right) - 1)
+        # the last number wrong (a skip or a step back), so the pair differs in one
+        # place and the error is visible from the number before it
         wrong = list(right)
-        wrong[i] = rng.choice([right[i] - 1, right[i] + 1, right[i] + 2])
+        wrong[-1] = rng.choice([right[-1] + 1, right[-1] + 2, right[-1] - 2])
         return tuple(wrong)
     if kind == "capital":
         return rng.choice([y for _, y in CAPITALS if y != right])
@@ -181,20 +191,22 @@ def n_phrasings(kind):
 
 
 def question_pools(rng):
-    """Per kind, the (item, value, phrasing) questions of the train and the test pool.
+    """Per kind, the (item, value, phrasing) questions of the `train`,
+    `sft_test` and `dpo_test` pools (see the module doc).
 
     Each item keeps at least one phrasing in the train pool."""
     pools = {}
     for kind, _ in KIND_WEIGHTS:
-        train, test = [], []
+        pool = {"train": [], "sft_test": [], "dpo_test": []}
         for item, value in items_of(kind):
             phrasings = list(range(n_phrasings(kind)))
             held = [p for p in phrasings if rng.random() < TEST_POOL_FRACTION[kind]]
             if len(held) == len(phrasings):
                 held = held[1:]
             for p in phrasings:
-                (test if p in held else train).append((item, value, p))
-        pools[kind] = {"train": train, "test": test}
+                where = "train" if p not in held else ("dpo_test" if rng.random() < 0.6 else "sft_test")
+                pool[where].append((item, value, p))
+        pools[kind] = pool
     return pools
 
 
@@ -203,7 +215,7 @@ class Sampler:
 
     def __init__(self, rng, pools, split):
         self.rng = rng
-        self.pools = {k: list(v[split]) for k, v in pools.items()}
+        self.pools = {k: [q for s in split.split("+") for q in v[s]] for k, v in pools.items()}
         self.queues = {k: [] for k in self.pools}
 
     def draw(self):
@@ -517,11 +529,12 @@ def check(out, splits):
             assert differ >= 1
             lengths[name + "_prompt"].append(len(prompt))
             lengths[name].append(max(len(f) for f in full))
-    # held out: no test question (user message) is a train question
-    for a, b in (("sft_train", "sft_test"), ("dpo_train", "dpo_test")):
-        key = "messages" if a.startswith("sft") else "chosen"
-        train_q = {[m for m in r[key] if m["role"] == "user"][0]["content"] for r in splits[a]}
-        test_q = {[m for m in r[key] if m["role"] == "user"][0]["content"] for r in splits[b]}
+    # held out: no SFT test question is trained on; no DPO test question is in DPO training
+    for a, b in (("sft_train", "sft_test"), ("dpo_train", "sft_test"), ("dpo_train", "dpo_test")):
+        def questions(rows):
+            return {[m for m in r.get("messages", r.get("chosen")) if m["role"] == "user"][0]["content"] for r in rows}
+
+        train_q, test_q = questions(splits[a]), questions(splits[b])
         assert not train_q & test_q, (a, b)
     return vocab, lengths, texts_checked, template is not None
 
@@ -533,10 +546,10 @@ def build(out):
     rng = random.Random(SEED)
     pools = question_pools(rng)
     splits = {
-        "sft_train": make_sft(rng, Sampler(rng, pools, "train"), SIZES["sft_train"]),
-        "sft_test": make_sft(rng, Sampler(rng, pools, "test"), SIZES["sft_test"]),
+        "sft_train": make_sft(rng, Sampler(rng, pools, "train+dpo_test"), SIZES["sft_train"]),
+        "sft_test": make_sft(rng, Sampler(rng, pools, "sft_test"), SIZES["sft_test"]),
         "dpo_train": make_dpo(rng, Sampler(rng, pools, "train"), SIZES["dpo_train"]),
-        "dpo_test": make_dpo(rng, Sampler(rng, pools, "test"), SIZES["dpo_test"]),
+        "dpo_test": make_dpo(rng, Sampler(rng, pools, "dpo_test"), SIZES["dpo_test"]),
     }
     if out.exists():
         shutil.rmtree(out)
@@ -580,7 +593,7 @@ def main():
 
     print(f"wrote {out}")
     for kind, pool in pools.items():
-        print(f"  questions {kind:8s} train pool {len(pool['train']):4d}  test pool {len(pool['test']):3d}")
+        print(f"  questions {kind:8s} " + "  ".join(f"{k} {len(v):3d}" for k, v in pool.items()))
     for name, rows in splits.items():
         distinct = len({json.dumps(r, sort_keys=True) for r in rows})
         extra = ""
