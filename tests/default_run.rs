@@ -1,0 +1,67 @@
+//! The README's first command, shortened: `align train recipes/tiny/recipe.yaml`
+//! runs SFT from random init and then DPO from the SFT output on the shipped
+//! data, tokenizer and config (a few steps each here; the full run is the
+//! README's command).
+
+mod common;
+
+use std::path::PathBuf;
+
+use align::backend::{CpuTrain, cpu_device};
+use align::train::run::{StageResult, run_recipe};
+use align::train::stage::RunOptions;
+use common::read_jsonl;
+
+#[test]
+fn the_default_recipe_runs_sft_then_dpo_end_to_end() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out = tempfile::tempdir().unwrap();
+    let (sft, dpo) = (out.path().join("sft"), out.path().join("dpo"));
+    let set = vec![
+        format!("sft.output_dir={}", sft.display()),
+        format!("dpo.output_dir={}", dpo.display()),
+        "sft.max_steps=3".to_string(),
+        "dpo.max_steps=3".to_string(),
+        "sft.do_eval=false".to_string(),
+        "sft.eval_strategy=no".to_string(),
+        "dpo.eval_strategy=no".to_string(),
+        "dpo.logging_steps=1".to_string(),
+    ];
+    let results = run_recipe::<CpuTrain>(
+        &root.join("recipes/tiny/recipe.yaml"),
+        &set,
+        None,
+        &RunOptions {
+            quiet: true,
+            ..Default::default()
+        },
+        true,
+        &cpu_device(),
+    )
+    .unwrap();
+    assert_eq!(results.len(), 2);
+    assert!(results.iter().all(|r| matches!(r, StageResult::Ran(_))));
+    for dir in [&sft, &dpo] {
+        assert!(dir.join("model.safetensors").is_file(), "{}", dir.display());
+        assert!(dir.join("tokenizer_config.json").is_file());
+    }
+    // SFT starts from random init: the loss of step 1 is about ln(vocab).
+    let sft_log = read_jsonl(&sft.join("metrics.jsonl"));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sft.join("config.json")).unwrap()).unwrap();
+    let ln_vocab = (config["vocab_size"].as_f64().unwrap()).ln();
+    let first = sft_log[0]["loss"].as_f64().unwrap();
+    assert!(
+        (first - ln_vocab).abs() < 0.5,
+        "step-1 SFT loss {first} vs ln(vocab) {ln_vocab}"
+    );
+    // DPO starts from the SFT model as policy and reference: step-1 loss is ln 2,
+    // and the final eval (do_eval) reports reward accuracies.
+    let dpo_log = read_jsonl(&dpo.join("metrics.jsonl"));
+    assert!((dpo_log[0]["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-6);
+    assert!(
+        dpo_log
+            .iter()
+            .any(|e| e.get("eval_rewards/accuracies").is_some())
+    );
+}
