@@ -4,16 +4,18 @@
 `align train recipes/tiny/recipe.yaml` trains a small Gemma from random init on
 CPU, SFT then DPO, on a synthetic task whose right answers can be checked:
 
-* `tiny-arithmetic`: "What is 3 plus 4?" -> "3 plus 4 is 7." (addition and
-  subtraction of the numbers 0..9, non-negative results);
-* `tiny-capitals`: capitals of made-up countries from a fixed table;
-* `tiny-colours`: the colour of everyday things from a fixed table.
+* `tiny-arithmetic`: "What is 3 plus 4?" -> "3 plus 4 is 7." (sums of the
+  numbers 0..5, four phrasings);
+* `tiny-counting`: "Count from 4 to 7." -> "4, 5, 6, 7." (three phrasings).
 
-Every answer restates its question ("3 plus 4 is 7.", "The capital of Veltria
-is Morvane."), so the fact is computed inside the answer and a held-out
-phrasing of a known question is still answerable. In the preference data the
-chosen answer is right and the rejected one is the same sentence with a wrong
-number or fact (a few tokens apart), so DPO has a clear signal.
+Two more kinds are defined (capitals of made-up countries, colours of things)
+but not generated, see KIND_WEIGHTS: in the run's budget a ~1M-parameter
+model learnt them or not depending on its random init.
+
+Every answer restates its question ("3 plus 4 is 7."), so the answer is
+computed inside the answer sentence. In the preference data the chosen answer
+is right and the rejected one is the same sentence with one wrong number (a
+wrong sum; for counting, a wrong last number), so DPO has a clear signal.
 
 Held out: every question (kind, item, phrasing) is assigned once to one of
 three pools. `train` questions are used by both train splits; `sft_test`
