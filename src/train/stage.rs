@@ -176,7 +176,7 @@ fn fit<A: AutodiffBackend, O: Objective<A>, E>(
     output_dir: &Path,
 ) -> Result<(RunSummary, Vec<LogEntry>, Gemma<A>), StageError> {
     let eval = &data.eval_batches()[..];
-    let micro_per_epoch = data.epoch(0).len();
+    let micro_per_epoch = data.micro_batches_per_epoch();
     if micro_per_epoch == 0 {
         return Err(TrainError::NoData.into());
     }
@@ -241,6 +241,18 @@ impl<'a, E, Batch> StageData<'a, E, Batch> {
                 (self.collate)(&picked, indices)
             })
             .collect()
+    }
+
+    /// Micro-batches in one training epoch, counted on indices (no collation).
+    fn micro_batches_per_epoch(&self) -> usize {
+        let t = self.training;
+        let order: Vec<usize> = (0..self.train.len()).collect();
+        micro_batches(
+            &order,
+            t.per_device_train_batch_size,
+            t.dataloader_drop_last,
+        )
+        .len()
     }
 
     fn eval_batches(&self) -> Vec<Batch> {

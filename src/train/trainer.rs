@@ -118,6 +118,8 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
         let mut all_step_losses = Vec::new();
         let mut step = 0;
         let mut epoch_index = 0;
+        // `epoch` as logged for the latest step (transformers' `state.epoch`).
+        let mut epoch = 0.0;
         while step < self.settings.total_steps {
             let batches = train.epoch(epoch_index);
             if batches.is_empty() {
@@ -137,7 +139,7 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
                 window.micro_metrics.extend(metrics);
                 all_step_losses.push(loss);
                 let last_micro = chunk_index * accumulation + chunk.len();
-                let epoch = epoch_index as f64 + last_micro as f64 / per_epoch as f64;
+                epoch = epoch_index as f64 + last_micro as f64 / per_epoch as f64;
                 if step % self.settings.logging_steps.max(1) == 0
                     || step == self.settings.total_steps
                 {
@@ -157,7 +159,7 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
         }
         let seconds = started.elapsed().as_secs_f64();
         let train_loss = all_step_losses.iter().sum::<f64>() / all_step_losses.len().max(1) as f64;
-        let final_epoch = self.final_epoch(train, step);
+        let final_epoch = epoch;
         let mut summary = LogEntry::new();
         summary.insert("train_runtime".into(), seconds.into());
         summary.insert(
@@ -267,14 +269,6 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
         entry.insert("step".into(), step.into());
         self.sink.record(&entry)?;
         Ok(entry)
-    }
-
-    fn final_epoch(&self, train: &dyn EpochBatches<O::Batch>, steps: usize) -> f64 {
-        let per_epoch = train.epoch(0).len().max(1);
-        let steps_per_epoch = per_epoch.div_ceil(self.settings.accumulation.max(1));
-        let whole = steps / steps_per_epoch;
-        let rest = steps % steps_per_epoch;
-        whole as f64 + (rest * self.settings.accumulation).min(per_epoch) as f64 / per_epoch as f64
     }
 }
 
