@@ -62,6 +62,7 @@ fn batch(step: usize) -> PreferenceBatch {
             attention_mask: vec![1; rows * SEQ],
             scored,
         },
+        reference_logps: None,
     }
 }
 

@@ -38,6 +38,7 @@ fn preference_batch(rows: &[Value]) -> PreferenceBatch {
     PreferenceBatch {
         pairs: rows.len(),
         sequences: padded_batch(&sequences),
+        reference_logps: None,
     }
 }
 

@@ -14,7 +14,7 @@ use align::recipe::StageKind;
 use align::train::run::{StageResult, run_recipe};
 use align::train::stage::RunOptions;
 use burn::tensor::DType;
-use common::{assert_weights_close, fixture, read_jsonl};
+use common::{assert_weights_close, compare_logs, fixture, read_jsonl};
 use serde_json::Value;
 
 fn run(config: &Path, kind: Option<StageKind>, output: &Path) -> Vec<StageResult> {
@@ -31,44 +31,6 @@ fn run(config: &Path, kind: Option<StageKind>, output: &Path) -> Vec<StageResult
         &cpu_device(),
     )
     .unwrap()
-}
-
-/// Every numeric value of every expected log line (steps and evals; the
-/// summary line's wall-clock and flos fields aside) is in `metrics.jsonl`.
-fn compare_logs(metrics: &Path, expected: &Path) {
-    let got = read_jsonl(metrics);
-    let want = read_jsonl(expected);
-    for w in &want {
-        if w.get("train_loss").is_some() {
-            let g = got
-                .iter()
-                .find(|g| g.get("train_loss").is_some())
-                .expect("summary line");
-            let (a, b) = (
-                g["train_loss"].as_f64().unwrap(),
-                w["train_loss"].as_f64().unwrap(),
-            );
-            assert!((a - b).abs() <= 1e-3 * b.abs(), "train_loss {a} vs {b}");
-            continue;
-        }
-        let is_eval = w.get("eval_loss").is_some();
-        let g = got
-            .iter()
-            .find(|g| g.get("step") == w.get("step") && g.get("eval_loss").is_some() == is_eval)
-            .unwrap_or_else(|| panic!("no logged line like {w}"));
-        for (key, value) in w.as_object().unwrap() {
-            let Some(b) = value.as_f64() else { continue };
-            let a = g
-                .get(key)
-                .and_then(Value::as_f64)
-                .unwrap_or_else(|| panic!("{key} missing in {g}"));
-            assert!(
-                (a - b).abs() <= (1e-3 * b.abs()).max(1e-4),
-                "step {}: {key} {a} vs {b}",
-                w["step"]
-            );
-        }
-    }
 }
 
 fn compare_weights(dir: &Path, expected: &Path) {

@@ -7,6 +7,7 @@ pub mod grad_norm;
 pub mod logps;
 pub mod objective;
 pub mod preference;
+pub mod reference;
 pub mod run;
 pub mod schedule;
 pub mod sft;

@@ -19,12 +19,18 @@ use crate::model::gemma::Gemma;
 pub struct PreferenceBatch {
     pub pairs: usize,
     pub sequences: ScoredBatch,
+    /// With [`Reference::Precomputed`], the reference's sums for the rows of
+    /// `sequences`, attached when the batch is collated.
+    pub reference_logps: Option<Vec<f32>>,
 }
 
 /// Where the reference log-probs come from.
 pub enum Reference<B: Backend> {
     /// A frozen model, run on the inner backend without a graph.
     Model(Gemma<B>),
+    /// Scored once before training (`precompute_ref_log_probs`); each batch
+    /// carries its values and the model has been freed.
+    Precomputed,
 }
 
 pub struct DpoObjective<A: AutodiffBackend> {
@@ -38,6 +44,16 @@ impl<A: AutodiffBackend> DpoObjective<A> {
     fn reference_logps(&self, batch: &PreferenceBatch) -> Tensor<A::InnerBackend, 1> {
         match &self.reference {
             Reference::Model(model) => sequence_logps(model, &batch.sequences, &self.device).sums,
+            Reference::Precomputed => {
+                let values = batch
+                    .reference_logps
+                    .clone()
+                    .expect("precomputed reference log-probs are attached at collation");
+                Tensor::from_data(
+                    TensorData::new(values, [batch.sequences.rows]),
+                    &self.device,
+                )
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ use super::dpo::{DpoConfigError, DpoLossKind, DpoLossSpec, DpoLossState};
 use super::logps::ScoredBatch;
 use super::objective::Objective;
 use super::preference::{DpoObjective, PreferenceBatch, Reference};
+use super::reference::{PrecomputeSettings, ReferenceLogps, precompute, weights_fingerprint};
 use super::schedule::{Schedule, ScheduleKind};
 use super::sft::SftObjective;
 use super::trainer::{EpochBatches, LoopSettings, RunSummary, TrainError, Trainer};
@@ -102,15 +103,49 @@ pub fn run_stage<A: AutodiffBackend>(
                 true => prepare_dpo(stage, &pre, SplitRole::Test)?.examples(),
                 false => Vec::new(),
             };
-            let collate = |picked: &[&DpoExample], indices: &[usize]| {
+            let collate = |examples: &[DpoExample], indices: &[usize]| {
+                let picked: Vec<&DpoExample> = indices.iter().map(|&i| &examples[i]).collect();
                 let (pad, max_length, truncation) =
                     (pre.pad_token_id, pre.max_length, pre.truncation);
                 preference_batch(&DpoBatch::collate(
-                    picked, indices, pad, max_length, truncation,
+                    &picked, indices, pad, max_length, truncation,
                 ))
             };
-            let mut objective = dpo_objective::<A>(stage, &policy, device)?;
-            let data = StageData::new(stage, &train, &eval, &collate);
+            let reference = reference_model::<A>(stage, &policy, device)?;
+            let (reference, tables) = if stage.dpo.precompute_ref_log_probs {
+                let train_scored = |i: &[usize]| collate(&train, i);
+                let eval_scored = |i: &[usize]| collate(&eval, i);
+                let tables = precompute_reference(
+                    stage,
+                    options,
+                    &reference,
+                    [(&train[..], &train_scored), (&eval[..], &eval_scored)],
+                    &output_dir,
+                    device,
+                )?;
+                // Freed before training: the point of precomputing.
+                drop(reference);
+                (Reference::Precomputed, Some(tables))
+            } else {
+                (Reference::Model(reference), None)
+            };
+            let attach = |split: usize| {
+                let tables = tables.as_ref();
+                let examples = [&train, &eval][split];
+                move |_: &[&DpoExample], indices: &[usize]| {
+                    let mut batch = collate(examples, indices);
+                    batch.reference_logps = tables.map(|t| t[split].for_pairs(indices));
+                    batch
+                }
+            };
+            let (train_collate, eval_collate) = (attach(0), attach(1));
+            let mut objective = DpoObjective {
+                spec: loss_spec(stage)?,
+                reference,
+                state: DpoLossState::default(),
+                device: device.clone(),
+            };
+            let data = StageData::new(stage, &train, &eval, &train_collate, &eval_collate);
             fit(stage, options, &mut objective, policy, &data, &output_dir)?
         }
         StageKind::Sft => {
@@ -125,7 +160,7 @@ pub fn run_stage<A: AutodiffBackend>(
             let mut objective = SftObjective::<A> {
                 device: device.clone(),
             };
-            let data = StageData::new(stage, &train, &eval, &collate);
+            let data = StageData::new(stage, &train, &eval, &collate, &collate);
             fit(stage, options, &mut objective, policy, &data, &output_dir)?
         }
     };
@@ -215,7 +250,8 @@ struct StageData<'a, E, Batch> {
     training: &'a TrainingArgs,
     train: &'a [E],
     eval: &'a [E],
-    collate: &'a dyn Fn(&[&E], &[usize]) -> Batch,
+    train_collate: &'a dyn Fn(&[&E], &[usize]) -> Batch,
+    eval_collate: &'a dyn Fn(&[&E], &[usize]) -> Batch,
 }
 
 impl<'a, E, Batch> StageData<'a, E, Batch> {
@@ -223,22 +259,28 @@ impl<'a, E, Batch> StageData<'a, E, Batch> {
         stage: &'a StageConfig,
         train: &'a [E],
         eval: &'a [E],
-        collate: &'a dyn Fn(&[&E], &[usize]) -> Batch,
+        train_collate: &'a dyn Fn(&[&E], &[usize]) -> Batch,
+        eval_collate: &'a dyn Fn(&[&E], &[usize]) -> Batch,
     ) -> Self {
         Self {
             training: &stage.training,
             train,
             eval,
-            collate,
+            train_collate,
+            eval_collate,
         }
     }
 
-    fn batches(&self, examples: &[E], index_batches: Vec<Vec<usize>>) -> Vec<Batch> {
+    fn batches(
+        examples: &[E],
+        collate: &dyn Fn(&[&E], &[usize]) -> Batch,
+        index_batches: Vec<Vec<usize>>,
+    ) -> Vec<Batch> {
         index_batches
             .iter()
             .map(|indices| {
                 let picked: Vec<&E> = indices.iter().map(|&i| &examples[i]).collect();
-                (self.collate)(&picked, indices)
+                collate(&picked, indices)
             })
             .collect()
     }
@@ -258,7 +300,11 @@ impl<'a, E, Batch> StageData<'a, E, Batch> {
     fn eval_batches(&self) -> Vec<Batch> {
         let order: Vec<usize> = (0..self.eval.len()).collect();
         let batch_size = self.training.per_device_eval_batch_size;
-        self.batches(self.eval, micro_batches(&order, batch_size, false))
+        Self::batches(
+            self.eval,
+            self.eval_collate,
+            micro_batches(&order, batch_size, false),
+        )
     }
 }
 
@@ -272,7 +318,7 @@ impl<E, Batch> EpochBatches<Batch> for StageData<'_, E, Batch> {
             t.per_device_train_batch_size,
             t.dataloader_drop_last,
         );
-        self.batches(self.train, batches)
+        Self::batches(self.train, self.train_collate, batches)
     }
 }
 
@@ -396,25 +442,63 @@ fn loss_spec(stage: &StageConfig) -> Result<DpoLossSpec, StageError> {
     .map_err(loss_error("loss_type"))
 }
 
-fn dpo_objective<A: AutodiffBackend>(
+/// The frozen reference: `ref_model` when given, else a copy of the
+/// initial policy, on the inner backend (no graph, no gradients).
+fn reference_model<A: AutodiffBackend>(
     stage: &StageConfig,
     policy: &Gemma<A>,
     device: &A::Device,
-) -> Result<DpoObjective<A>, StageError> {
-    let spec = loss_spec(stage)?;
-    let reference = match &stage.model.ref_model {
+) -> Result<Gemma<A::InnerBackend>, StageError> {
+    Ok(match &stage.model.ref_model {
         Some(path) => {
             let dir = resolve(path, RepoKind::Model)?;
             load_gemma::<A::InnerBackend>(&dir, compute_dtype(stage), device)?
         }
         None => policy.valid(),
-    };
-    Ok(DpoObjective {
-        spec,
-        reference: Reference::Model(reference),
-        state: DpoLossState::default(),
-        device: device.clone(),
     })
+}
+
+/// A split's examples and how to collate the ones at some indices.
+type ScoredSplit<'a, E> = (&'a [E], &'a dyn Fn(&[usize]) -> PreferenceBatch);
+
+/// Scores the train and eval splits with the reference once (or reads them
+/// from `output_dir/ref_logps/`), as TRL's `precompute_ref_log_probs`: batch
+/// size `precompute_ref_batch_size`, else the per-device train/eval size.
+fn precompute_reference<B: burn::tensor::backend::Backend, E>(
+    stage: &StageConfig,
+    options: &RunOptions,
+    reference: &Gemma<B>,
+    splits: [ScoredSplit<'_, E>; 2],
+    output_dir: &Path,
+    device: &B::Device,
+) -> Result<[ReferenceLogps; 2], StageError> {
+    let t = &stage.training;
+    let weights = weights_fingerprint(reference);
+    let cache_dir = output_dir.join("ref_logps");
+    let sizes = [t.per_device_train_batch_size, t.per_device_eval_batch_size];
+    let names = ["train", "eval"];
+    let mut tables = Vec::with_capacity(2);
+    for ((examples, collate), (split, default_size)) in
+        splits.into_iter().zip(names.into_iter().zip(sizes))
+    {
+        let settings = PrecomputeSettings {
+            cache_dir: &cache_dir,
+            split,
+            batch_size: stage.dpo.precompute_ref_batch_size.unwrap_or(default_size),
+            quiet: options.quiet,
+        };
+        let table = precompute(
+            reference,
+            weights,
+            examples.len(),
+            collate,
+            &settings,
+            device,
+        )
+        .map_err(io_error(&cache_dir))?;
+        tables.push(table);
+    }
+    Ok(tables.try_into().expect("two splits"))
 }
 
 fn preference_batch(batch: &DpoBatch) -> PreferenceBatch {
@@ -427,6 +511,7 @@ fn preference_batch(batch: &DpoBatch) -> PreferenceBatch {
             attention_mask: batch.attention_mask.clone(),
             scored: batch.completion_mask.iter().map(|&m| m != 0).collect(),
         },
+        reference_logps: None,
     }
 }
 

@@ -105,3 +105,44 @@ pub fn side_sequence(row: &Value, side: &str) -> (Vec<i64>, Vec<bool>) {
     let mask = ints(&row[format!("{side}_completion_mask")]);
     (ids, mask.into_iter().map(|m| m == 1).collect())
 }
+
+/// Every numeric value of every expected log line (steps and evals; the
+/// summary line's wall-clock and flos fields aside) is in `metrics.jsonl`.
+pub fn compare_logs(metrics: &std::path::Path, expected: &std::path::Path) -> usize {
+    let mut compared = 0;
+    let got = read_jsonl(metrics);
+    let want = read_jsonl(expected);
+    for w in &want {
+        if w.get("train_loss").is_some() {
+            let g = got
+                .iter()
+                .find(|g| g.get("train_loss").is_some())
+                .expect("summary line");
+            let (a, b) = (
+                g["train_loss"].as_f64().unwrap(),
+                w["train_loss"].as_f64().unwrap(),
+            );
+            assert!((a - b).abs() <= 1e-3 * b.abs(), "train_loss {a} vs {b}");
+            continue;
+        }
+        let is_eval = w.get("eval_loss").is_some();
+        let g = got
+            .iter()
+            .find(|g| g.get("step") == w.get("step") && g.get("eval_loss").is_some() == is_eval)
+            .unwrap_or_else(|| panic!("no logged line like {w}"));
+        for (key, value) in w.as_object().unwrap() {
+            let Some(b) = value.as_f64() else { continue };
+            let a = g
+                .get(key)
+                .and_then(Value::as_f64)
+                .unwrap_or_else(|| panic!("{key} missing in {g}"));
+            assert!(
+                (a - b).abs() <= (1e-3 * b.abs()).max(1e-4),
+                "step {}: {key} {a} vs {b}",
+                w["step"]
+            );
+            compared += 1;
+        }
+    }
+    compared
+}
