@@ -89,7 +89,7 @@ fn main() {
     let batches: Vec<PreferenceBatch> = (0..steps).map(batch).collect();
     let mut objective = DpoObjective::<CpuTrain> {
         spec: DpoLossSpec::new(vec![DpoLossKind::Sigmoid], None, 0.1, 0.0).expect("spec"),
-        reference: Reference::Model(reference),
+        reference: Reference::Model(Box::new(reference)),
         state: DpoLossState::default(),
         device,
     };

@@ -53,9 +53,9 @@ fn objective(reference: &str) -> DpoObjective<CpuTrain> {
     let device = cpu_device();
     DpoObjective {
         spec: DpoLossSpec::new(vec![DpoLossKind::Sigmoid], None, BETA, 0.0).unwrap(),
-        reference: Reference::Model(
+        reference: Reference::Model(Box::new(
             load_gemma::<Cpu>(&fixture(reference), DType::F32, &device).unwrap(),
-        ),
+        )),
         state: DpoLossState::default(),
         device,
     }

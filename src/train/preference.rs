@@ -27,7 +27,7 @@ pub struct PreferenceBatch {
 /// Where the reference log-probs come from.
 pub enum Reference<B: Backend> {
     /// A frozen model, run on the inner backend without a graph.
-    Model(Gemma<B>),
+    Model(Box<Gemma<B>>),
     /// Scored once before training (`precompute_ref_log_probs`); each batch
     /// carries its values and the model has been freed.
     Precomputed,

@@ -127,7 +127,7 @@ pub fn run_stage<A: AutodiffBackend>(
                 drop(reference);
                 (Reference::Precomputed, Some(tables))
             } else {
-                (Reference::Model(reference), None)
+                (Reference::Model(Box::new(reference)), None)
             };
             let attach = |split: usize| {
                 let tables = tables.as_ref();
