@@ -10,6 +10,7 @@
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
+use serde::{Deserialize, Serialize};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
 
@@ -52,6 +53,58 @@ pub enum TrainError {
     NoData,
     #[error("writing metrics: {0}")]
     Log(#[from] std::io::Error),
+    /// A hook asked the loop to stop (an interrupt, after its checkpoint).
+    #[error("{0}")]
+    Stopped(String),
+    #[error("{0}")]
+    Hook(String),
+}
+
+/// Where the loop is after some optimizer steps: with the weights and the
+/// optimizer state, enough to continue a run exactly as if it never stopped
+/// (the data order is a pure function of the seed and the epoch).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoopState {
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Epoch of the next step, and its first micro-batch chunk.
+    pub epoch_index: usize,
+    pub next_chunk: usize,
+    /// `epoch` as logged for the latest step (transformers' `state.epoch`).
+    pub epoch: f64,
+    /// Cumulative non-padding tokens seen (TRL's `num_tokens`).
+    pub num_tokens: usize,
+    /// Every step's loss, for the final `train_loss`.
+    pub step_losses: Vec<f64>,
+    /// What has accumulated since the last log line.
+    pub window_losses: Vec<f64>,
+    pub window_metrics: Vec<Metrics>,
+}
+
+/// What hooks see after each optimizer step (logging and eval of that step done).
+pub struct StepView<'a, A: AutodiffBackend> {
+    pub state: &'a LoopState,
+    pub model: &'a Gemma<A>,
+    pub optimizer: &'a AdamW<A::InnerBackend>,
+    pub total_steps: usize,
+    pub loss: f64,
+    /// The step's micro-batch metrics.
+    pub metrics: &'a [Metrics],
+    /// The step ended an epoch.
+    pub epoch_done: bool,
+}
+
+/// Called after every optimizer step: progress display, checkpoints,
+/// interrupts. An error stops training (`TrainError::Stopped` for a clean stop).
+pub trait StepHooks<A: AutodiffBackend> {
+    fn after_step(&mut self, view: &StepView<'_, A>) -> Result<(), TrainError>;
+}
+
+/// No hooks.
+impl<A: AutodiffBackend> StepHooks<A> for () {
+    fn after_step(&mut self, _: &StepView<'_, A>) -> Result<(), TrainError> {
+        Ok(())
+    }
 }
 
 /// Micro-batches of each epoch, in the order the sampler visits them.
@@ -78,15 +131,7 @@ pub struct Trainer<'a, A: AutodiffBackend, O: Objective<A>> {
     pub objective: &'a mut O,
     pub sink: &'a mut dyn MetricsSink,
     pub optimizer: AdamW<A::InnerBackend>,
-    /// Cumulative non-padding tokens seen (TRL's `num_tokens`).
-    pub num_tokens: usize,
-}
-
-/// What has been logged since the last log event.
-#[derive(Default)]
-struct Window {
-    step_losses: Vec<f64>,
-    micro_metrics: Vec<Metrics>,
+    pub state: LoopState,
 }
 
 impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
@@ -101,51 +146,65 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
             objective,
             sink,
             optimizer,
-            num_tokens: 0,
+            state: LoopState::default(),
         }
     }
 
     /// Trains `model` for `settings.total_steps` optimizer steps.
     pub fn fit(
         &mut self,
-        mut model: Gemma<A>,
+        model: Gemma<A>,
         train: &dyn EpochBatches<O::Batch>,
         eval: &[O::Batch],
     ) -> Result<(Gemma<A>, RunSummary), TrainError> {
+        self.fit_with_hooks(model, train, eval, &mut ())
+    }
+
+    /// Trains from `self.state` (a fresh state, or a checkpoint's with the
+    /// checkpoint's weights and optimizer) to `settings.total_steps`.
+    pub fn fit_with_hooks(
+        &mut self,
+        mut model: Gemma<A>,
+        train: &dyn EpochBatches<O::Batch>,
+        eval: &[O::Batch],
+        hooks: &mut dyn StepHooks<A>,
+    ) -> Result<(Gemma<A>, RunSummary), TrainError> {
         let started = Instant::now();
         let accumulation = self.settings.accumulation.max(1);
-        let mut window = Window::default();
-        let mut all_step_losses = Vec::new();
-        let mut step = 0;
-        let mut epoch_index = 0;
-        // `epoch` as logged for the latest step (transformers' `state.epoch`).
-        let mut epoch = 0.0;
-        while step < self.settings.total_steps {
-            let batches = train.epoch(epoch_index);
+        let total_steps = self.settings.total_steps;
+        while self.state.step < total_steps {
+            let batches = train.epoch(self.state.epoch_index);
             if batches.is_empty() {
                 return Err(TrainError::NoData);
             }
             let per_epoch = batches.len();
-            for (chunk_index, chunk) in batches.chunks(accumulation).enumerate() {
-                if step >= self.settings.total_steps {
+            let chunks: Vec<&[O::Batch]> = batches.chunks(accumulation).collect();
+            for chunk_index in self.state.next_chunk..chunks.len() {
+                if self.state.step >= total_steps {
                     break;
                 }
+                let chunk = chunks[chunk_index];
+                let step = self.state.step;
                 let lr = self.settings.schedule.lr_at(step);
                 let (next, loss, grad_norm, metrics) =
                     self.optimizer_step(model, chunk, lr, step + 1)?;
                 model = next;
-                step += 1;
-                window.step_losses.push(loss);
-                window.micro_metrics.extend(metrics);
-                all_step_losses.push(loss);
                 let last_micro = chunk_index * accumulation + chunk.len();
-                epoch = epoch_index as f64 + last_micro as f64 / per_epoch as f64;
-                if step % self.settings.logging_steps.max(1) == 0
-                    || step == self.settings.total_steps
-                {
-                    self.log_window(&mut window, grad_norm, lr, epoch, step)?;
-                }
                 let epoch_done = last_micro == per_epoch;
+                let state = &mut self.state;
+                state.step += 1;
+                state.step_losses.push(loss);
+                state.window_losses.push(loss);
+                state.window_metrics.extend(metrics.iter().cloned());
+                state.epoch = state.epoch_index as f64 + last_micro as f64 / per_epoch as f64;
+                (state.epoch_index, state.next_chunk) = match epoch_done {
+                    true => (state.epoch_index + 1, 0),
+                    false => (state.epoch_index, chunk_index + 1),
+                };
+                let (step, epoch) = (state.step, state.epoch);
+                if step % self.settings.logging_steps.max(1) == 0 || step == total_steps {
+                    self.log_window(grad_norm, lr)?;
+                }
                 let due = self
                     .settings
                     .eval_every
@@ -154,12 +213,26 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
                 if due && !eval.is_empty() {
                     self.evaluate(&model, eval, epoch, step)?;
                 }
+                hooks.after_step(&StepView {
+                    state: &self.state,
+                    model: &model,
+                    optimizer: &self.optimizer,
+                    total_steps,
+                    loss,
+                    metrics: &metrics,
+                    epoch_done,
+                })?;
             }
-            epoch_index += 1;
+            if self.state.next_chunk >= chunks.len() {
+                // Only reachable when a state's epoch ended without `epoch_done`.
+                (self.state.epoch_index, self.state.next_chunk) = (self.state.epoch_index + 1, 0);
+            }
         }
         let seconds = started.elapsed().as_secs_f64();
-        let train_loss = all_step_losses.iter().sum::<f64>() / all_step_losses.len().max(1) as f64;
-        let final_epoch = epoch;
+        let step = self.state.step;
+        let losses = &self.state.step_losses;
+        let train_loss = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
+        let final_epoch = self.state.epoch;
         let mut summary = LogEntry::new();
         summary.insert("train_runtime".into(), seconds.into());
         summary.insert(
@@ -198,12 +271,12 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
         let mut loss_sum = 0.0;
         let mut metrics = Vec::with_capacity(chunk.len());
         for batch in chunk {
-            self.num_tokens += self.objective.tokens(batch);
+            self.state.num_tokens += self.objective.tokens(batch);
             let (loss, mut batch_metrics) = self.objective.train_loss(&model, batch);
             loss_sum += scalar(loss.clone().detach().inner());
             let grads = (loss / normalizer).backward();
             accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
-            batch_metrics.insert("num_tokens".into(), self.num_tokens as f64);
+            batch_metrics.insert("num_tokens".into(), self.state.num_tokens as f64);
             metrics.push(batch_metrics);
         }
         let loss = loss_sum / normalizer;
@@ -215,25 +288,21 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
         Ok((model, loss, grad_norm, metrics))
     }
 
-    fn log_window(
-        &mut self,
-        window: &mut Window,
-        grad_norm: f64,
-        lr: f64,
-        epoch: f64,
-        step: usize,
-    ) -> Result<(), TrainError> {
-        let window = std::mem::take(window);
+    /// Logs the mean loss and metrics of the steps since the last log line.
+    fn log_window(&mut self, grad_norm: f64, lr: f64) -> Result<(), TrainError> {
+        let state = &mut self.state;
+        let losses = std::mem::take(&mut state.window_losses);
+        let metrics = std::mem::take(&mut state.window_metrics);
         let mut entry = LogEntry::new();
-        let loss = window.step_losses.iter().sum::<f64>() / window.step_losses.len().max(1) as f64;
+        let loss = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
         entry.insert("loss".into(), loss.into());
         entry.insert("grad_norm".into(), grad_norm.into());
         entry.insert("learning_rate".into(), lr.into());
-        for (key, value) in mean_metrics(&window.micro_metrics) {
+        for (key, value) in mean_metrics(&metrics) {
             entry.insert(key, value.into());
         }
-        entry.insert("epoch".into(), epoch.into());
-        entry.insert("step".into(), step.into());
+        entry.insert("epoch".into(), state.epoch.into());
+        entry.insert("step".into(), state.step.into());
         self.sink.record(&entry)?;
         Ok(())
     }
@@ -252,7 +321,7 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
         for batch in eval {
             // TRL counts `num_tokens` in training only; eval reports the running total.
             let (loss, mut batch_metrics) = self.objective.eval_loss(&policy, batch);
-            batch_metrics.insert("num_tokens".into(), self.num_tokens as f64);
+            batch_metrics.insert("num_tokens".into(), self.state.num_tokens as f64);
             let n = self.objective.examples(batch);
             loss_sum += loss * n as f64;
             examples += n;
