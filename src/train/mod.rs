@@ -12,3 +12,4 @@ pub mod schedule;
 pub mod sft;
 pub mod stage;
 pub mod trainer;
+pub mod trl07;
