@@ -1,6 +1,7 @@
 //! Training: log-probs, objectives (DPO, SFT), optimizer, schedule and the
 //! one training loop. Imports `data`, `model`, `recipe` and `log`.
 
+pub mod accounting;
 pub mod adamw;
 pub mod dpo;
 pub mod grad_norm;

@@ -3,9 +3,11 @@
 //! (each loss scaled for accumulation), clip the global gradient norm, step
 //! AdamW, log; evaluate when due.
 //!
-//! Step accounting follows transformers 5: an epoch of `M` micro-batches has
-//! `ceil(M / accumulation)` optimizer steps, the last of which may have fewer
-//! micro-batches; `epoch` is logged as `epoch_index + (last micro-batch + 1) / M`.
+//! Which micro-batches make a step, and how steps are logged, follow the
+//! transformers release of the recipe's `compat` ([`StepRules`]): for
+//! transformers 5 an epoch of `M` micro-batches has `ceil(M / accumulation)`
+//! optimizer steps, the last of which may have fewer micro-batches; `epoch`
+//! is logged as `epoch_index + (last micro-batch + 1) / M`.
 
 use std::time::Instant;
 
@@ -13,6 +15,7 @@ use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
 
+use super::accounting::{StepCursor, StepRules};
 use super::adamw::{AdamW, AdamWConfig};
 use super::grad_norm::clip_global_norm;
 use super::objective::{Metrics, Objective};
@@ -31,6 +34,10 @@ pub struct LoopSettings {
     /// 0 disables clipping.
     pub max_grad_norm: f64,
     pub logging_steps: usize,
+    /// Also log the first step (transformers' `logging_first_step`).
+    pub logging_first_step: bool,
+    /// Step accounting and logging rules (from `compat`).
+    pub rules: StepRules,
     /// Evaluate every this many optimizer steps (`eval_strategy: steps`).
     pub eval_every: Option<usize>,
     /// Evaluate at the end of every epoch (`eval_strategy: epoch`).
@@ -117,45 +124,46 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
         let mut window = Window::default();
         let mut all_step_losses = Vec::new();
         let mut step = 0;
-        let mut epoch_index = 0;
+        let rules = self.settings.rules;
+        let mut steps = StepCursor::new(rules, accumulation, train);
         // `epoch` as logged for the latest step (transformers' `state.epoch`).
         let mut epoch = 0.0;
+        let mut epoch_done = false;
         while step < self.settings.total_steps {
-            let batches = train.epoch(epoch_index);
-            if batches.is_empty() {
-                return Err(TrainError::NoData);
+            let span = steps.next_step()?;
+            // transformers 4.38: an epoch whose leftovers join this step ended
+            // (and evaluated) before it, on the current weights.
+            if span.epoch_ended_within {
+                self.end_of_epoch(&model, eval, epoch, step)?;
             }
-            let per_epoch = batches.len();
-            for (chunk_index, chunk) in batches.chunks(accumulation).enumerate() {
-                if step >= self.settings.total_steps {
-                    break;
-                }
-                let lr = self.settings.schedule.lr_at(step);
-                let (next, loss, grad_norm, metrics) =
-                    self.optimizer_step(model, chunk, lr, step + 1)?;
-                model = next;
-                step += 1;
-                window.step_losses.push(loss);
-                window.micro_metrics.extend(metrics);
-                all_step_losses.push(loss);
-                let last_micro = chunk_index * accumulation + chunk.len();
-                epoch = epoch_index as f64 + last_micro as f64 / per_epoch as f64;
-                if step % self.settings.logging_steps.max(1) == 0
-                    || step == self.settings.total_steps
-                {
-                    self.log_window(&mut window, grad_norm, lr, epoch, step)?;
-                }
-                let epoch_done = last_micro == per_epoch;
-                let due = self
-                    .settings
-                    .eval_every
-                    .is_some_and(|n| n > 0 && step % n == 0)
-                    || (self.settings.eval_each_epoch && epoch_done);
-                if due && !eval.is_empty() {
-                    self.evaluate(&model, eval, epoch, step)?;
-                }
+            let lr = self.settings.schedule.lr_at(step);
+            let (next, loss, grad_norm, metrics) =
+                self.optimizer_step(model, &span.batches, lr, step + 1)?;
+            model = next;
+            step += 1;
+            window.step_losses.push(loss);
+            window.micro_metrics.extend(metrics);
+            all_step_losses.push(loss);
+            epoch = rules.logged_epoch(span.epoch);
+            let s = &self.settings;
+            if rules.should_log(step, s.total_steps, s.logging_steps, s.logging_first_step) {
+                let logged_lr = rules.logged_learning_rate(&s.schedule, lr, step);
+                self.log_window(&mut window, grad_norm, logged_lr, epoch, step)?;
             }
-            epoch_index += 1;
+            let due = self
+                .settings
+                .eval_every
+                .is_some_and(|n| n > 0 && step % n == 0);
+            if due && !eval.is_empty() {
+                self.evaluate(&model, eval, epoch, step)?;
+            }
+            epoch_done = span.ends_epoch;
+            if epoch_done {
+                self.end_of_epoch(&model, eval, epoch, step)?;
+            }
+        }
+        if !epoch_done && rules.ends_cut_epoch() {
+            self.end_of_epoch(&model, eval, epoch, step)?;
         }
         let seconds = started.elapsed().as_secs_f64();
         let train_loss = all_step_losses.iter().sum::<f64>() / all_step_losses.len().max(1) as f64;
@@ -203,7 +211,9 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
             loss_sum += scalar(loss.clone().detach().inner());
             let grads = (loss / normalizer).backward();
             accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
-            batch_metrics.insert("num_tokens".into(), self.num_tokens as f64);
+            if self.settings.rules.logs_num_tokens() {
+                batch_metrics.insert("num_tokens".into(), self.num_tokens as f64);
+            }
             metrics.push(batch_metrics);
         }
         let loss = loss_sum / normalizer;
@@ -226,6 +236,7 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
         let window = std::mem::take(window);
         let mut entry = LogEntry::new();
         let loss = window.step_losses.iter().sum::<f64>() / window.step_losses.len().max(1) as f64;
+        let loss = self.settings.rules.logged_loss(loss);
         entry.insert("loss".into(), loss.into());
         entry.insert("grad_norm".into(), grad_norm.into());
         entry.insert("learning_rate".into(), lr.into());
@@ -235,6 +246,20 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
         entry.insert("epoch".into(), epoch.into());
         entry.insert("step".into(), step.into());
         self.sink.record(&entry)?;
+        Ok(())
+    }
+
+    /// An epoch ended: evaluate if the strategy is `epoch`.
+    fn end_of_epoch(
+        &mut self,
+        model: &Gemma<A>,
+        eval: &[O::Batch],
+        epoch: f64,
+        step: usize,
+    ) -> Result<(), TrainError> {
+        if self.settings.eval_each_epoch && !eval.is_empty() {
+            self.evaluate(model, eval, epoch, step)?;
+        }
         Ok(())
     }
 
@@ -252,7 +277,9 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
         for batch in eval {
             // TRL counts `num_tokens` in training only; eval reports the running total.
             let (loss, mut batch_metrics) = self.objective.eval_loss(&policy, batch);
-            batch_metrics.insert("num_tokens".into(), self.num_tokens as f64);
+            if self.settings.rules.logs_num_tokens() {
+                batch_metrics.insert("num_tokens".into(), self.num_tokens as f64);
+            }
             let n = self.objective.examples(batch);
             loss_sum += loss * n as f64;
             examples += n;

@@ -7,18 +7,16 @@
 //!   log-ratio gap; TRL 1.16's `sigmoid` ignores ε.
 //! * `ipo` uses the summed log-probs as they are; TRL 1.16 divides them by
 //!   the completion lengths first.
-//! * `kto_pair` exists (removed later): each half's KL estimate is the
-//!   clamped batch mean of the other half's log-ratios.
 //!
-//! The loss of a micro-batch is the mean of the per-pair losses (for
-//! `kto_pair`, of its `2 × pairs` terms); the logged rewards are
-//! `β · (policy − reference)`, detached.
+//! TRL 0.7.10's fourth type, `kto_pair`, is not implemented.
+//!
+//! The loss of a micro-batch is the mean of the per-pair losses; the logged
+//! rewards are `β · (policy − reference)`, detached.
 
 use std::fmt;
 use std::str::FromStr;
 
-use burn::tensor::Tensor;
-use burn::tensor::activation::{log_sigmoid, relu, sigmoid};
+use burn::tensor::activation::{log_sigmoid, relu};
 use burn::tensor::backend::Backend;
 
 use crate::train::dpo::{DpoOutput, PairLogps};
@@ -29,7 +27,6 @@ pub enum Trl07LossKind {
     Sigmoid,
     Hinge,
     Ipo,
-    KtoPair,
 }
 
 impl FromStr for Trl07LossKind {
@@ -40,9 +37,9 @@ impl FromStr for Trl07LossKind {
             "sigmoid" => Ok(Self::Sigmoid),
             "hinge" => Ok(Self::Hinge),
             "ipo" => Ok(Self::Ipo),
-            "kto_pair" => Ok(Self::KtoPair),
+            "kto_pair" => Err("kto_pair (TRL 0.7.10) is not implemented".into()),
             other => Err(format!(
-                "{other:?} is not a TRL 0.7.10 loss type (sigmoid, hinge, ipo, kto_pair)"
+                "{other:?} is not a TRL 0.7.10 loss type (sigmoid, hinge, ipo)"
             )),
         }
     }
@@ -54,7 +51,6 @@ impl fmt::Display for Trl07LossKind {
             Self::Sigmoid => "sigmoid",
             Self::Hinge => "hinge",
             Self::Ipo => "ipo",
-            Self::KtoPair => "kto_pair",
         })
     }
 }
@@ -102,16 +98,6 @@ impl Trl07Loss {
                 let gap = (chosen.clone() - rejected.clone()).sub_scalar(1.0 / (2.0 * beta));
                 gap.clone() * gap
             }
-            Trl07LossKind::KtoPair => {
-                let chosen_kl = chosen.clone().mean().clamp_min(0.0);
-                let rejected_kl = rejected.clone().mean().clamp_min(0.0);
-                let pairs = chosen.dims()[0];
-                let win =
-                    -sigmoid((chosen.clone() - rejected_kl.expand([pairs])).mul_scalar(beta)) + 1.0;
-                let lose =
-                    -sigmoid((chosen_kl.expand([pairs]) - rejected.clone()).mul_scalar(beta)) + 1.0;
-                Tensor::cat(vec![win, lose], 0)
-            }
         };
         DpoOutput {
             loss: per_pair.mean(),
@@ -125,7 +111,7 @@ impl Trl07Loss {
 mod tests {
     use super::*;
     use crate::backend::{Cpu, cpu_device};
-    use burn::tensor::TensorData;
+    use burn::tensor::{Tensor, TensorData};
 
     fn logps(values: [[f32; 2]; 4]) -> PairLogps<Cpu> {
         let t = |v: [f32; 2]| {
@@ -185,19 +171,6 @@ mod tests {
         // (x − 1/(2β))² with β = 0.5: (1 − 1)², (−1.75 − 1)².
         let ipo = (0.0 + 2.75f64 * 2.75) / 2.0;
         assert!((loss(Trl07LossKind::Ipo, 0.5, 0.0) - ipo).abs() < 1e-5);
-    }
-
-    #[test]
-    fn kto_pair_uses_the_other_halfs_clamped_kl() {
-        // chosen KL = max(mean(0.5, −1.5), 0) = 0; rejected KL = max(mean(−0.5, 0.25), 0) = 0.
-        let s = |z: f64| 1.0 / (1.0 + (-z).exp());
-        let beta = 0.5;
-        let want = ((1.0 - s(beta * 0.5))
-            + (1.0 - s(beta * -1.5))
-            + (1.0 - s(beta * 0.5))
-            + (1.0 - s(beta * -0.25)))
-            / 4.0;
-        assert!((loss(Trl07LossKind::KtoPair, beta, 0.0) - want).abs() < 1e-6);
     }
 
     #[test]
