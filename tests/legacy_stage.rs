@@ -56,6 +56,7 @@ fn compare_logs(metrics: &Path, expected: &str) {
     let kinds = |lines: &[Value]| lines.iter().map(kind_of).collect::<Vec<_>>();
     assert_eq!(kinds(&got), kinds(&want), "kinds of log lines");
     let (mut worst_rel, mut worst_where) = (0.0f64, String::new());
+    let mut worst_loss = 0.0f64;
     for (g, w) in got.iter().zip(&want) {
         let kind = kind_of(w);
         let context = format!("{kind} line of step {}", w["step"]);
@@ -79,6 +80,9 @@ fn compare_logs(metrics: &Path, expected: &str) {
                 (1e-3 * b.abs()).max(1e-4)
             };
             assert!((a - b).abs() <= tolerance, "{context}: {key} {a} vs {b}");
+            if key == "loss" {
+                worst_loss = worst_loss.max((a - b).abs());
+            }
             if key != "loss" && b.abs() > 1e-2 {
                 let rel = (a - b).abs() / b.abs();
                 if rel > worst_rel {
@@ -87,7 +91,7 @@ fn compare_logs(metrics: &Path, expected: &str) {
             }
         }
     }
-    println!("worst relative error: {worst_rel:e} ({worst_where})");
+    println!("worst relative error: {worst_rel:e} ({worst_where}); rounded loss: {worst_loss:e}");
 }
 
 fn compare_weights(dir: &Path, expected: &str) {
