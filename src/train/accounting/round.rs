@@ -24,7 +24,7 @@ mod tests {
         assert_eq!(python_round(0.375, 2), 0.38);
         assert_eq!(python_round(2.675, 2), 2.67);
         assert_eq!(python_round(16.0 / 17.0 + 1.0, 2), 1.94);
-        assert_eq!(python_round(0.693_147_180_559_945_3, 4), 0.6931);
+        assert_eq!(python_round(7.495_108_127_593_994, 4), 7.4951);
         assert!(python_round(f64::NAN, 4).is_nan());
     }
 }
