@@ -14,6 +14,7 @@ use std::time::Instant;
 use align::backend::{Cpu, CpuTrain, cpu_device};
 use align::log::History;
 use align::model::gemma::{Gemma, GemmaConfig, RandomInit};
+use align::train::accounting::StepRules;
 use align::train::adamw::AdamWConfig;
 use align::train::dpo::{DpoLossKind, DpoLossSpec, DpoLossState};
 use align::train::logps::ScoredBatch;
@@ -105,6 +106,8 @@ fn main() {
         adamw: AdamWConfig::default(),
         max_grad_norm: 1.0,
         logging_steps: 1,
+        logging_first_step: false,
+        rules: StepRules::Transformers5,
         eval_every: None,
         eval_each_epoch: false,
         eval_at_end: false,

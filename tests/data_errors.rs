@@ -277,9 +277,32 @@ fn an_unknown_split_argument_is_an_error() {
 }
 
 #[test]
-fn legacy_compat_parses_but_its_data_rules_are_not_there_yet() {
-    let (chosen, rejected) = good_pair();
+fn legacy_pairs_need_a_prompt_before_the_last_message() {
     let setup = Setup::new(&format!("{DPO}compat: trl-0.7\n"));
+    setup.split(
+        "train",
+        vec![
+            (
+                "chosen",
+                conversations(&[good_pair().0, vec![("assistant", "4.")]]),
+            ),
+            (
+                "rejected",
+                conversations(&[good_pair().1, vec![("assistant", "5.")]]),
+            ),
+        ],
+    );
+    let message = setup.dump_error(None);
+    assert!(
+        message.contains("row 1: chosen has a single message"),
+        "{message}"
+    );
+}
+
+#[test]
+fn legacy_prompt_limit_above_max_length_is_refused() {
+    let setup = Setup::new(&format!("{DPO}compat: trl-0.7\nmax_prompt_length: 256\n"));
+    let (chosen, rejected) = good_pair();
     setup.split(
         "train",
         vec![
@@ -289,7 +312,7 @@ fn legacy_compat_parses_but_its_data_rules_are_not_there_yet() {
     );
     let message = setup.dump_error(None);
     assert!(
-        message.contains("compat: trl-0.7 data preparation") && message.contains("not implemented"),
+        message.contains("`max_prompt_length`: 256 exceeds max_length 128"),
         "{message}"
     );
 }

@@ -12,6 +12,7 @@ mod common;
 use align::backend::{Cpu, CpuTrain, cpu_device};
 use align::log::History;
 use align::model::hf::load_gemma;
+use align::train::accounting::StepRules;
 use align::train::adamw::AdamWConfig;
 use align::train::dpo::{DpoLossKind, DpoLossSpec, DpoLossState};
 use align::train::objective::Objective;
@@ -127,6 +128,8 @@ fn sixteen_step_run_matches_trl_log_and_final_weights() {
         adamw: AdamWConfig::default(),
         max_grad_norm: 1.0,
         logging_steps: 1,
+        logging_first_step: false,
+        rules: StepRules::Transformers5,
         eval_every: None,
         eval_each_epoch: false,
         eval_at_end: true,

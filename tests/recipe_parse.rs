@@ -315,3 +315,21 @@ fn mixture_form_and_compat_parse() {
         other => panic!("expected a mixture, got {other:?}"),
     }
 }
+
+#[test]
+fn zephyr_recipe_chains_both_stages_on_the_march_2024_stack() {
+    let path = root().join("recipes/zephyr-7b-gemma/recipe.yaml");
+    let recipe = load(&path, &[]);
+    let kinds: Vec<StageKind> = recipe.stages.iter().map(|s| s.kind).collect();
+    assert_eq!(kinds, [StageKind::Sft, StageKind::Dpo]);
+    assert!(recipe.stages.iter().all(|s| s.ext.compat == Compat::Trl07));
+    // handbook ff618a4 SFTConfig/DPOConfig default, kept by the trl-0.7 stack.
+    assert!(recipe.stages.iter().all(|s| s.training.logging_first_step));
+    let (sft, dpo) = (&recipe.stages[0], &recipe.stages[1]);
+    assert_eq!(sft.max_length(), Some(2048));
+    assert_eq!(dpo.dpo.max_prompt_length, Some(512));
+    assert_eq!(dpo.model.model_name_or_path, sft.training.output_dir);
+    let modern = load(&path, &["compat=trl-1"]);
+    assert!(modern.stages.iter().all(|s| s.ext.compat == Compat::Trl1));
+    assert!(!modern.stages[0].training.logging_first_step);
+}

@@ -2,6 +2,8 @@
 //! the field names of the fixture's `expected/tokenized.jsonl` (DPO) and
 //! `expected/sft_tokenized.jsonl` (SFT), in dataset order (after the mixer,
 //! before the sampler's per-epoch shuffle), dropped rows included.
+//! `compat: trl-0.7` stages are written by `dump_trl07` with the legacy
+//! fixture's field names.
 
 use std::io::Write;
 use std::path::Path;
@@ -10,6 +12,7 @@ use serde::Serialize;
 
 use crate::recipe::{Recipe, SplitRole, StageConfig, StageKind, Warning, split_role};
 
+use super::dump_trl07;
 use super::error::DataError;
 use super::prepare::{Preprocessor, prepare_dpo, prepare_sft, role_name};
 use super::schema::Message;
@@ -130,6 +133,12 @@ pub fn dump_stage(
     };
     let mut lengths = Vec::new();
     match stage.kind {
+        StageKind::Dpo if pre.is_trl07() => {
+            dump_trl07::dump_dpo(stage, &pre, role, limit, out, &mut summary)?;
+        }
+        StageKind::Sft if pre.is_trl07() => {
+            dump_trl07::dump_sft(stage, &pre, role, limit, out, &mut summary)?;
+        }
         StageKind::Dpo => {
             let split = prepare_dpo(stage, &pre, role)?;
             let mut kept_index = 0;
@@ -169,7 +178,9 @@ pub fn dump_stage(
             summary.dropped = split.dropped_count();
         }
     }
-    summary.lengths = LengthStats::of(lengths);
+    if summary.lengths.is_none() {
+        summary.lengths = LengthStats::of(lengths);
+    }
     out.flush().map_err(DataError::Output)?;
     Ok(summary)
 }
@@ -193,7 +204,7 @@ fn parse_split(stage: &StageConfig, split: Option<&str>) -> Result<SplitRole, Da
     }
 }
 
-fn write_line<T: Serialize>(out: &mut dyn Write, row: &T) -> Result<(), DataError> {
+pub(super) fn write_line<T: Serialize>(out: &mut dyn Write, row: &T) -> Result<(), DataError> {
     let line = serde_json::to_string(row).expect("rows serialize to JSON");
     writeln!(out, "{line}").map_err(DataError::Output)
 }

@@ -8,7 +8,8 @@
 //! - [`mixer`]: the handbook's dataset mixer (fractions, seeded shuffle).
 //! - [`tokenizer`]: `tokenizer.json` + special tokens + chat template text.
 //! - [`chat`]: chat template rendering (minijinja, as transformers).
-//! - [`tokenize`]: TRL's rules per `compat` ([`tokenize::dpo`], [`tokenize::sft`]).
+//! - [`tokenize`]: TRL's rules per `compat` ([`tokenize::dpo`], [`tokenize::sft`];
+//!   `trl-0.7`: [`tokenize::trl07_dpo`], [`tokenize::trl07_sft`], [`tokenize::pack`]).
 //! - [`prepare`]: all of the above for one stage and split.
 //! - [`batch`]: padded micro-batches and the epoch order.
 //! - [`dump`]: `align data`, the prepared rows as JSONL.
@@ -17,6 +18,7 @@
 pub mod batch;
 pub mod chat;
 pub mod dump;
+mod dump_trl07;
 pub mod error;
 pub mod hub;
 pub mod mixer;
@@ -32,7 +34,8 @@ pub use dump::{DataSummary, LengthStats, dump_rows, dump_stage};
 pub use error::{DataError, RowLocation};
 pub use hub::{RepoKind, resolve};
 pub use prepare::{
-    DpoSplit, Prepared, PreparedSplit, Preprocessor, SftSplit, prepare_dpo, prepare_sft,
+    DpoSplit, PackedSplit, Prepared, PreparedSplit, Preprocessor, SftSplit, Trl07DpoSplit,
+    prepare_dpo, prepare_dpo_trl07, prepare_sft, prepare_sft_trl07,
 };
 pub use schema::{Message, Record};
 pub use tokenize::dpo::{DpoExample, MaskedSequence, Side};

@@ -376,11 +376,15 @@ fn insert_stage_defaults(map: &mut Mapping, kind: StageKind, compat: Compat) {
             defaults.push(("max_length", Value::from(1024)));
         }
         (Compat::Trl07, StageKind::Sft) => {
+            // handbook ff618a4 SFTConfig
+            defaults.push(("logging_first_step", Value::from(true)));
             if !map.contains_key("max_seq_length") {
                 defaults.push(("max_length", Value::from(1024)));
             }
         }
         (Compat::Trl07, StageKind::Dpo) => {
+            // handbook ff618a4 DPOConfig
+            defaults.push(("logging_first_step", Value::from(true)));
             defaults.push(("max_length", Value::from(512)));
             defaults.push(("max_prompt_length", Value::from(128)));
             defaults.push(("truncation_mode", Value::from("keep_end")));

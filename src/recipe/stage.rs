@@ -152,6 +152,10 @@ pub struct Extensions {
     pub compat: Compat,
     /// Whether the mixer shuffles rows (the handbook always does, seeded).
     pub dataset_shuffle: bool,
+    /// trl-0.7 SFT: whether the packed sequences of each buffer are shuffled
+    /// (TRL 0.7.10 always did, with Python's global RNG; here a seeded
+    /// permutation). `false` keeps stream order.
+    pub packing_shuffle: bool,
     /// `None`: CUDA when built with it and a device is present, else CPU.
     pub backend: Option<BackendKind>,
     /// `None`: every visible device of the backend.
@@ -163,6 +167,7 @@ impl Default for Extensions {
         Extensions {
             compat: Compat::Trl1,
             dataset_shuffle: true,
+            packing_shuffle: true,
             backend: None,
             devices: None,
         }

@@ -65,6 +65,10 @@ pub struct SequenceStats {
     pub entropy_sum: f64,
     /// Scored tokens that are the argmax of their logits.
     pub top1: usize,
+    /// Sum over every position of the row (prompt and padding included) of
+    /// the mean over the vocabulary of the logits: TRL 0.7.10's `logits/*`
+    /// is the mean of the whole `[rows, width, vocab]` logits tensor.
+    pub position_logits_sum: f64,
 }
 
 /// Output of [`sequence_logps`].
@@ -97,6 +101,7 @@ pub fn sequence_logps<B: Backend>(
 
     let scored: Vec<(usize, usize)> = batch.scored_positions().collect();
     let mut stats = vec![SequenceStats::default(); rows];
+    add_position_logits(&mut stats, model, hidden.clone().detach(), width);
     if scored.is_empty() {
         return SequenceLogps {
             sums: Tensor::zeros([rows], device),
@@ -153,6 +158,25 @@ fn sum_per_row<B: Backend>(
     membership
         .matmul(values.reshape([tokens, 1]))
         .reshape([rows])
+}
+
+/// Every position's vocabulary-mean logit, summed per row (detached).
+fn add_position_logits<B: Backend>(
+    stats: &mut [SequenceStats],
+    model: &Gemma<B>,
+    hidden: Tensor<B, 2>,
+    width: usize,
+) {
+    let means = model
+        .mean_logits(hidden)
+        .cast(DType::F32)
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("f32 statistics");
+    for (row, chunk) in means.chunks(width.max(1)).enumerate() {
+        stats[row].position_logits_sum = chunk.iter().map(|&m| f64::from(m)).sum();
+    }
 }
 
 fn accumulate_stats<B: Backend>(

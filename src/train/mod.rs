@@ -1,6 +1,7 @@
 //! Training: log-probs, objectives (DPO, SFT), optimizer, schedule and the
 //! one training loop. Imports `data`, `model`, `recipe` and `log`.
 
+pub mod accounting;
 pub mod adamw;
 pub mod dpo;
 pub mod grad_norm;
@@ -13,3 +14,4 @@ pub mod schedule;
 pub mod sft;
 pub mod stage;
 pub mod trainer;
+pub mod trl07;

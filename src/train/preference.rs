@@ -41,7 +41,8 @@ pub struct DpoObjective<A: AutodiffBackend> {
 }
 
 impl<A: AutodiffBackend> DpoObjective<A> {
-    fn reference_logps(&self, batch: &PreferenceBatch) -> Tensor<A::InnerBackend, 1> {
+    /// Summed completion log-probs of every row under the frozen reference.
+    pub(crate) fn reference_logps(&self, batch: &PreferenceBatch) -> Tensor<A::InnerBackend, 1> {
         match &self.reference {
             Reference::Model(model) => sequence_logps(model, &batch.sequences, &self.device).sums,
             Reference::Precomputed => {

@@ -10,6 +10,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
 
+use super::accounting::StepRules;
 use super::adamw::AdamWConfig;
 use super::dpo::{DpoConfigError, DpoLossKind, DpoLossSpec, DpoLossState};
 use super::logps::ScoredBatch;
@@ -19,6 +20,9 @@ use super::reference::{PrecomputeSettings, ReferenceLogps, precompute, weights_f
 use super::schedule::{Schedule, ScheduleKind};
 use super::sft::SftObjective;
 use super::trainer::{EpochBatches, LoopSettings, RunSummary, TrainError, Trainer};
+use super::trl07::loss::Trl07Loss;
+use super::trl07::preference::Trl07DpoObjective;
+use super::trl07::sft::Trl07SftObjective;
 use crate::data::{
     DataError, DpoBatch, DpoExample, IGNORE_INDEX, Preprocessor, RepoKind, SftBatch, SftExample,
     epoch_order, micro_batches, prepare_dpo, prepare_sft, resolve,
@@ -27,10 +31,11 @@ use crate::log::jsonl::JsonlSink;
 use crate::log::progress::ProgressLines;
 use crate::log::tensorboard::TensorboardSink;
 use crate::log::{Fanout, History, LogEntry, MetricsSink};
-use crate::model::gemma::{Gemma, GemmaConfig, RandomInit};
-use crate::model::hf::{HfError, load_gemma, save_gemma};
+use crate::model::gemma::{ActivationRule, Gemma, GemmaConfig, RandomInit};
+use crate::model::hf::{HfError, load_gemma_with_rule, save_gemma};
 use crate::recipe::{
-    DataPlan, IntervalStrategy, SchedulerType, SplitRole, StageConfig, StageKind, TrainingArgs,
+    Compat, DataPlan, IntervalStrategy, SchedulerType, SplitRole, StageConfig, StageKind,
+    TrainingArgs,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +151,13 @@ pub fn run_stage<A: AutodiffBackend>(
                 device: device.clone(),
             };
             let data = StageData::new(stage, &train, &eval, &train_collate, &eval_collate);
-            fit(stage, options, &mut objective, policy, &data, &output_dir)?
+            match stage.ext.compat {
+                Compat::Trl1 => fit(stage, options, &mut objective, policy, &data, &output_dir)?,
+                Compat::Trl07 => {
+                    let mut objective = trl07_dpo_objective(stage, objective)?;
+                    fit(stage, options, &mut objective, policy, &data, &output_dir)?
+                }
+            }
         }
         StageKind::Sft => {
             let train = prepare_sft(stage, &pre, SplitRole::Train)?.examples();
@@ -157,11 +168,22 @@ pub fn run_stage<A: AutodiffBackend>(
             let collate = |picked: &[&SftExample], indices: &[usize]| {
                 sft_batch(&SftBatch::collate(picked, indices, pre.pad_token_id))
             };
-            let mut objective = SftObjective::<A> {
-                device: device.clone(),
-            };
             let data = StageData::new(stage, &train, &eval, &collate, &collate);
-            fit(stage, options, &mut objective, policy, &data, &output_dir)?
+            match stage.ext.compat {
+                Compat::Trl1 => {
+                    let mut objective = SftObjective::<A> {
+                        device: device.clone(),
+                    };
+                    fit(stage, options, &mut objective, policy, &data, &output_dir)?
+                }
+                Compat::Trl07 => {
+                    let mut objective = Trl07SftObjective::<A> {
+                        device: device.clone(),
+                        accumulation: stage.training.gradient_accumulation_steps,
+                    };
+                    fit(stage, options, &mut objective, policy, &data, &output_dir)?
+                }
+            }
         }
     };
     if options.eval_only {
@@ -341,7 +363,8 @@ pub fn loop_settings(
     micro_per_epoch: usize,
 ) -> Result<LoopSettings, StageError> {
     let t = &stage.training;
-    let total_steps = t.total_steps(micro_per_epoch);
+    let rules = StepRules::for_compat(stage.ext.compat);
+    let total_steps = rules.total_steps(t, micro_per_epoch);
     let kind = match t.lr_scheduler_type {
         SchedulerType::Linear => ScheduleKind::Linear,
         SchedulerType::Cosine => ScheduleKind::Cosine,
@@ -365,6 +388,8 @@ pub fn loop_settings(
         },
         max_grad_norm: t.max_grad_norm,
         logging_steps: t.logging_steps.resolve(total_steps).max(1),
+        logging_first_step: t.logging_first_step,
+        rules,
         eval_every: (t.eval_strategy == IntervalStrategy::Steps)
             .then(|| t.eval_interval(total_steps)),
         eval_each_epoch: t.eval_strategy == IntervalStrategy::Epoch,
@@ -393,10 +418,12 @@ fn load_policy<A: AutodiffBackend>(
 ) -> Result<Gemma<A>, StageError> {
     let dir = resolve(&stage.model.model_name_or_path, RepoKind::Model)?;
     let dtype = compute_dtype(stage);
+    let rule = activation_rule(stage);
     if !stage.model.init_from_scratch {
-        return Ok(load_gemma::<A>(&dir, dtype, device)?);
+        return Ok(load_gemma_with_rule::<A>(&dir, dtype, rule, device)?);
     }
-    let config = GemmaConfig::from_file(&dir.join("config.json")).map_err(HfError::from)?;
+    let config =
+        GemmaConfig::from_file_with_rule(&dir.join("config.json"), rule).map_err(HfError::from)?;
     let std = config
         .raw
         .get("initializer_range")
@@ -410,6 +437,36 @@ fn load_policy<A: AutodiffBackend>(
     };
     let Ok(model) = Gemma::from_source(config, &mut init);
     Ok(model)
+}
+
+/// How `config.json` picks the MLP activation: transformers 4.38.2 (the
+/// `trl-0.7` stack) reads `hidden_act`, so gemma-7b's `"gelu"` is the exact
+/// erf GELU; later releases read `hidden_activation` (tanh by default).
+fn activation_rule(stage: &StageConfig) -> ActivationRule {
+    match stage.ext.compat {
+        Compat::Trl1 => ActivationRule::Modern,
+        Compat::Trl07 => ActivationRule::Transformers438,
+    }
+}
+
+/// TRL 0.7.10's DPO objective over the stage's reference model.
+fn trl07_dpo_objective<A: AutodiffBackend>(
+    stage: &StageConfig,
+    base: DpoObjective<A>,
+) -> Result<Trl07DpoObjective<A>, StageError> {
+    let loss = Trl07Loss::from_names(
+        &stage.dpo.loss_type,
+        stage.dpo.beta,
+        stage.dpo.label_smoothing,
+    )
+    .map_err(|e| {
+        StageError::Unsupported(format!("{}: key `loss_type`: {e}", stage.source.display()))
+    })?;
+    Ok(Trl07DpoObjective {
+        base,
+        loss,
+        accumulation: stage.training.gradient_accumulation_steps,
+    })
 }
 
 /// fp32 on the CPU (bf16 mixed precision is the CUDA path's).
@@ -452,7 +509,12 @@ fn reference_model<A: AutodiffBackend>(
     Ok(match &stage.model.ref_model {
         Some(path) => {
             let dir = resolve(path, RepoKind::Model)?;
-            load_gemma::<A::InnerBackend>(&dir, compute_dtype(stage), device)?
+            load_gemma_with_rule::<A::InnerBackend>(
+                &dir,
+                compute_dtype(stage),
+                activation_rule(stage),
+                device,
+            )?
         }
         None => policy.valid(),
     })

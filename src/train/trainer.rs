@@ -3,17 +3,20 @@
 //! (each loss scaled for accumulation), clip the global gradient norm, step
 //! AdamW, log; evaluate when due.
 //!
-//! Step accounting follows transformers 5: an epoch of `M` micro-batches has
-//! `ceil(M / accumulation)` optimizer steps, the last of which may have fewer
-//! micro-batches; `epoch` is logged as `epoch_index + (last micro-batch + 1) / M`.
+//! Which micro-batches make a step, and how steps are logged, follow the
+//! transformers release of the recipe's `compat` ([`StepRules`]): for
+//! transformers 5 an epoch of `M` micro-batches has `ceil(M / accumulation)`
+//! optimizer steps, the last of which may have fewer micro-batches; `epoch`
+//! is logged as `epoch_index + (last micro-batch + 1) / M`.
 
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use serde::{Deserialize, Serialize};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
 
+use super::accounting::{CursorPosition, StepCursor, StepRules};
 use super::adamw::{AdamW, AdamWConfig};
 use super::grad_norm::clip_global_norm;
 use super::objective::{Metrics, Objective};
@@ -32,6 +35,10 @@ pub struct LoopSettings {
     /// 0 disables clipping.
     pub max_grad_norm: f64,
     pub logging_steps: usize,
+    /// Also log the first step (transformers' `logging_first_step`).
+    pub logging_first_step: bool,
+    /// Step accounting and logging rules (from `compat`).
+    pub rules: StepRules,
     /// Evaluate every this many optimizer steps (`eval_strategy: steps`).
     pub eval_every: Option<usize>,
     /// Evaluate at the end of every epoch (`eval_strategy: epoch`).
@@ -62,16 +69,17 @@ pub enum TrainError {
 
 /// Where the loop is after some optimizer steps: with the weights and the
 /// optimizer state, enough to continue a run exactly as if it never stopped
-/// (the data order is a pure function of the seed and the epoch).
+/// (the data order is a function of the seed and the epoch).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LoopState {
     /// Optimizer steps done.
     pub step: usize,
-    /// Epoch of the next step, and its first micro-batch chunk.
-    pub epoch_index: usize,
-    pub next_chunk: usize,
+    /// Where the next step's micro-batches start.
+    pub cursor: CursorPosition,
     /// `epoch` as logged for the latest step (transformers' `state.epoch`).
     pub epoch: f64,
+    /// The latest step ended an epoch.
+    pub epoch_done: bool,
     /// Cumulative non-padding tokens seen (TRL's `num_tokens`).
     pub num_tokens: usize,
     /// Every step's loss, for the final `train_loss`.
@@ -131,6 +139,7 @@ pub struct Trainer<'a, A: AutodiffBackend, O: Objective<A>> {
     pub objective: &'a mut O,
     pub sink: &'a mut dyn MetricsSink,
     pub optimizer: AdamW<A::InnerBackend>,
+    /// A fresh state, or a checkpoint's (with its weights and optimizer).
     pub state: LoopState,
 }
 
@@ -160,8 +169,8 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
         self.fit_with_hooks(model, train, eval, &mut ())
     }
 
-    /// Trains from `self.state` (a fresh state, or a checkpoint's with the
-    /// checkpoint's weights and optimizer) to `settings.total_steps`.
+    /// Trains from `self.state` to `settings.total_steps`, calling `hooks`
+    /// after every optimizer step.
     pub fn fit_with_hooks(
         &mut self,
         mut model: Gemma<A>,
@@ -171,68 +180,62 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
     ) -> Result<(Gemma<A>, RunSummary), TrainError> {
         let started = Instant::now();
         let accumulation = self.settings.accumulation.max(1);
+        let rules = self.settings.rules;
+        let mut steps = StepCursor::resume(rules, accumulation, train, self.state.cursor)?;
         let total_steps = self.settings.total_steps;
         while self.state.step < total_steps {
-            let batches = train.epoch(self.state.epoch_index);
-            if batches.is_empty() {
-                return Err(TrainError::NoData);
+            let span = steps.next_step()?;
+            let (step, epoch) = (self.state.step, self.state.epoch);
+            // transformers 4.38: an epoch whose leftovers join this step ended
+            // (and evaluated) before it, on the current weights.
+            if span.epoch_ended_within {
+                self.end_of_epoch(&model, eval, epoch, step)?;
             }
-            let per_epoch = batches.len();
-            let chunks: Vec<&[O::Batch]> = batches.chunks(accumulation).collect();
-            for chunk_index in self.state.next_chunk..chunks.len() {
-                if self.state.step >= total_steps {
-                    break;
-                }
-                let chunk = chunks[chunk_index];
-                let step = self.state.step;
-                let lr = self.settings.schedule.lr_at(step);
-                let (next, loss, grad_norm, metrics) =
-                    self.optimizer_step(model, chunk, lr, step + 1)?;
-                model = next;
-                let last_micro = chunk_index * accumulation + chunk.len();
-                let epoch_done = last_micro == per_epoch;
-                let state = &mut self.state;
-                state.step += 1;
-                state.step_losses.push(loss);
-                state.window_losses.push(loss);
-                state.window_metrics.extend(metrics.iter().cloned());
-                state.epoch = state.epoch_index as f64 + last_micro as f64 / per_epoch as f64;
-                (state.epoch_index, state.next_chunk) = match epoch_done {
-                    true => (state.epoch_index + 1, 0),
-                    false => (state.epoch_index, chunk_index + 1),
-                };
-                let (step, epoch) = (state.step, state.epoch);
-                if step % self.settings.logging_steps.max(1) == 0 || step == total_steps {
-                    self.log_window(grad_norm, lr)?;
-                }
-                let due = self
-                    .settings
-                    .eval_every
-                    .is_some_and(|n| n > 0 && step % n == 0)
-                    || (self.settings.eval_each_epoch && epoch_done);
-                if due && !eval.is_empty() {
-                    self.evaluate(&model, eval, epoch, step)?;
-                }
-                hooks.after_step(&StepView {
-                    state: &self.state,
-                    model: &model,
-                    optimizer: &self.optimizer,
-                    total_steps,
-                    loss,
-                    metrics: &metrics,
-                    epoch_done,
-                })?;
+            let lr = self.settings.schedule.lr_at(step);
+            let (next, loss, grad_norm, metrics) =
+                self.optimizer_step(model, &span.batches, lr, step + 1)?;
+            model = next;
+            let state = &mut self.state;
+            state.step += 1;
+            state.cursor = steps.position();
+            state.step_losses.push(loss);
+            state.window_losses.push(loss);
+            state.window_metrics.extend(metrics.iter().cloned());
+            state.epoch = rules.logged_epoch(span.epoch);
+            state.epoch_done = span.ends_epoch;
+            let (step, epoch) = (state.step, state.epoch);
+            let s = &self.settings;
+            if rules.should_log(step, s.total_steps, s.logging_steps, s.logging_first_step) {
+                let logged_lr = rules.logged_learning_rate(&s.schedule, lr, step);
+                self.log_window(grad_norm, logged_lr)?;
             }
-            if self.state.next_chunk >= chunks.len() {
-                // Only reachable when a state's epoch ended without `epoch_done`.
-                (self.state.epoch_index, self.state.next_chunk) = (self.state.epoch_index + 1, 0);
+            let due = self
+                .settings
+                .eval_every
+                .is_some_and(|n| n > 0 && step % n == 0);
+            if due && !eval.is_empty() {
+                self.evaluate(&model, eval, epoch, step)?;
             }
+            if span.ends_epoch {
+                self.end_of_epoch(&model, eval, epoch, step)?;
+            }
+            hooks.after_step(&StepView {
+                state: &self.state,
+                model: &model,
+                optimizer: &self.optimizer,
+                total_steps,
+                loss,
+                metrics: &metrics,
+                epoch_done: span.ends_epoch,
+            })?;
+        }
+        let (step, epoch) = (self.state.step, self.state.epoch);
+        if !self.state.epoch_done && rules.ends_cut_epoch() {
+            self.end_of_epoch(&model, eval, epoch, step)?;
         }
         let seconds = started.elapsed().as_secs_f64();
-        let step = self.state.step;
         let losses = &self.state.step_losses;
         let train_loss = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
-        let final_epoch = self.state.epoch;
         let mut summary = LogEntry::new();
         summary.insert("train_runtime".into(), seconds.into());
         summary.insert(
@@ -240,11 +243,11 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
             (step as f64 / seconds).into(),
         );
         summary.insert("train_loss".into(), train_loss.into());
-        summary.insert("epoch".into(), final_epoch.into());
+        summary.insert("epoch".into(), epoch.into());
         summary.insert("step".into(), step.into());
         self.sink.record(&summary)?;
         if self.settings.eval_at_end && !eval.is_empty() {
-            self.evaluate(&model, eval, final_epoch, step)?;
+            self.evaluate(&model, eval, epoch, step)?;
         }
         Ok((
             model,
@@ -276,7 +279,9 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
             loss_sum += scalar(loss.clone().detach().inner());
             let grads = (loss / normalizer).backward();
             accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
-            batch_metrics.insert("num_tokens".into(), self.state.num_tokens as f64);
+            if self.settings.rules.logs_num_tokens() {
+                batch_metrics.insert("num_tokens".into(), self.state.num_tokens as f64);
+            }
             metrics.push(batch_metrics);
         }
         let loss = loss_sum / normalizer;
@@ -295,6 +300,7 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
         let metrics = std::mem::take(&mut state.window_metrics);
         let mut entry = LogEntry::new();
         let loss = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
+        let loss = self.settings.rules.logged_loss(loss);
         entry.insert("loss".into(), loss.into());
         entry.insert("grad_norm".into(), grad_norm.into());
         entry.insert("learning_rate".into(), lr.into());
@@ -304,6 +310,20 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
         entry.insert("epoch".into(), state.epoch.into());
         entry.insert("step".into(), state.step.into());
         self.sink.record(&entry)?;
+        Ok(())
+    }
+
+    /// An epoch ended: evaluate if the strategy is `epoch`.
+    fn end_of_epoch(
+        &mut self,
+        model: &Gemma<A>,
+        eval: &[O::Batch],
+        epoch: f64,
+        step: usize,
+    ) -> Result<(), TrainError> {
+        if self.settings.eval_each_epoch && !eval.is_empty() {
+            self.evaluate(model, eval, epoch, step)?;
+        }
         Ok(())
     }
 
@@ -321,7 +341,9 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
         for batch in eval {
             // TRL counts `num_tokens` in training only; eval reports the running total.
             let (loss, mut batch_metrics) = self.objective.eval_loss(&policy, batch);
-            batch_metrics.insert("num_tokens".into(), self.state.num_tokens as f64);
+            if self.settings.rules.logs_num_tokens() {
+                batch_metrics.insert("num_tokens".into(), self.state.num_tokens as f64);
+            }
             let n = self.objective.examples(batch);
             loss_sum += loss * n as f64;
             examples += n;

@@ -5,12 +5,18 @@
 //! - [`sft`]: TRL 1.x `SFTTrainer` preparation (whole conversation,
 //!   labels, truncation).
 //!
-//! The `compat: trl-0.7` rules (TRL 0.7.10 `tokenize_row`, the
-//! ConstantLengthDataset packing) will sit next to these as their own
-//! files, selected once in `prepare.rs`.
+//! - [`trl07_dpo`]: `compat: trl-0.7`, the handbook's `dpo` task and TRL
+//!   0.7.10 `tokenize_row` (double `<bos>`/`<eos>`, prompt truncation).
+//! - [`trl07_sft`]: `compat: trl-0.7`, the handbook's `sft` task.
+//! - [`pack`]: TRL 0.7.10's `ConstantLengthDataset` packing.
+//!
+//! `prepare.rs` picks one set once, from the stage's `compat`.
 
 pub mod dpo;
+pub mod pack;
 pub mod sft;
+pub mod trl07_dpo;
+pub mod trl07_sft;
 
 use super::chat::ChatTemplate;
 use super::error::{DataError, RowLocation};

@@ -108,6 +108,19 @@ impl<B: Backend> Gemma<B> {
         hidden.matmul(head.transpose())
     }
 
+    /// Mean over the vocabulary of the logits of hidden states `[rows,
+    /// hidden]`, shape `[rows]`, without forming the logits: the head is
+    /// linear, so `mean_v(h·w_v) = h·mean_v(w_v)`.
+    pub fn mean_logits(&self, hidden: Tensor<B, 2>) -> Tensor<B, 1> {
+        let head = match &self.lm_head {
+            Some(linear) => linear.weight.val(),
+            None => self.embed_tokens.weight.val(),
+        };
+        let rows = hidden.dims()[0];
+        let mean_row = head.mean_dim(0); // [1, hidden]
+        hidden.matmul(mean_row.transpose()).reshape([rows])
+    }
+
     /// Full logits `[batch, seq, vocab]`: for small models, tests and generation.
     pub fn forward(&self, input: ForwardInput<B>) -> Tensor<B, 3> {
         let hidden = self.forward_hidden(input);
