@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use align::backend::{CpuTrain, cpu_device};
 use align::recipe::StageKind;
+use align::train::resume::ResumeFrom;
 use align::train::run::{StageResult, run_recipe};
 use align::train::stage::RunOptions;
 use anyhow::{Context, Result, bail};
@@ -38,6 +39,28 @@ struct RunFlags {
     /// Only warnings and errors on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Continue from the newest `checkpoint-STEP/` in each stage's output_dir.
+    #[arg(long)]
+    resume: bool,
+    /// Continue from this checkpoint folder.
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    resume_from: Option<PathBuf>,
+}
+
+impl RunFlags {
+    fn options(&self, eval_only: bool) -> RunOptions {
+        let resume = match (&self.resume_from, self.resume) {
+            (Some(dir), _) => Some(ResumeFrom::Path(dir.clone())),
+            (None, true) => Some(ResumeFrom::Latest),
+            (None, false) => None,
+        };
+        RunOptions {
+            quiet: self.quiet,
+            eval_only,
+            resume,
+            stop_after_step: None,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -150,10 +173,7 @@ fn run(cli: Cli) -> Result<()> {
             dry_run,
         } => train(&config, &flags, Some(StageKind::Dpo), dry_run, true),
         Command::Eval { config, flags } => {
-            let options = RunOptions {
-                quiet: flags.quiet,
-                eval_only: true,
-            };
+            let options = flags.options(true);
             let results =
                 run_recipe::<CpuTrain>(&config, &flags.set, None, &options, true, &cpu_device())?;
             for result in &results {
@@ -199,10 +219,7 @@ fn train(
     if let Some(devices) = &flags.devices {
         bail!("--devices {devices}: data parallelism is not implemented yet");
     }
-    let options = RunOptions {
-        quiet: flags.quiet,
-        eval_only: false,
-    };
+    let options = flags.options(false);
     match flags.backend.as_deref() {
         None | Some("flex") | Some("cpu") | Some("ndarray") => {
             let results =

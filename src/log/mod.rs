@@ -39,3 +39,13 @@ impl MetricsSink for History {
         Ok(())
     }
 }
+
+/// A sink that other parts of a run also hold (the progress bar is fed by
+/// the trainer's per-step hook and by the log events).
+pub struct Shared<T>(pub std::rc::Rc<std::cell::RefCell<T>>);
+
+impl<T: MetricsSink> MetricsSink for Shared<T> {
+    fn record(&mut self, entry: &LogEntry) -> std::io::Result<()> {
+        self.0.borrow_mut().record(entry)
+    }
+}

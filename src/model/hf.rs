@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
 use memmap2::Mmap;
@@ -144,6 +144,16 @@ impl<B: Backend> SafetensorsSource<B> {
         let index = self.files.len();
         for (name, info) in metadata.tensors() {
             let (begin, end) = info.data_offsets;
+            if start + end > map.len() {
+                return Err(file_error(
+                    &path,
+                    format!(
+                        "truncated: tensor {name} ends at byte {}, the file has {}",
+                        start + end,
+                        map.len()
+                    ),
+                ));
+            }
             self.entries.insert(
                 name,
                 Entry {
@@ -261,18 +271,42 @@ impl<B: Backend> WeightSource<B> for SafetensorsSource<B> {
 
 /// The model's parameters as `(checkpoint name, data)`, in module order.
 pub fn named_tensors<B: Backend>(model: &Gemma<B>) -> Vec<(String, TensorData)> {
+    collect_parameters(model, true)
+        .into_iter()
+        .map(|p| (p.name, p.data.expect("collected with data")))
+        .collect()
+}
+
+/// Each parameter's checkpoint name and its id in this process (optimizer
+/// state is keyed by id in memory, by name on disk).
+pub fn parameter_ids<B: Backend>(model: &Gemma<B>) -> Vec<(String, ParamId)> {
+    collect_parameters(model, false)
+        .into_iter()
+        .map(|p| (p.name, p.id))
+        .collect()
+}
+
+struct Parameter {
+    name: String,
+    id: ParamId,
+    data: Option<TensorData>,
+}
+
+fn collect_parameters<B: Backend>(model: &Gemma<B>, with_data: bool) -> Vec<Parameter> {
     let mut collector = NameCollector {
         path: Vec::new(),
-        tensors: Vec::new(),
+        with_data,
+        parameters: Vec::new(),
     };
     model.visit(&mut collector);
-    collector.tensors
+    collector.parameters
 }
 
 /// Tracks the module path while visiting, so each parameter gets its full name.
 struct NameCollector {
     path: Vec<String>,
-    tensors: Vec<(String, TensorData)>,
+    with_data: bool,
+    parameters: Vec<Parameter>,
 }
 
 impl<B: Backend> ModuleVisitor<B> for NameCollector {
@@ -291,8 +325,62 @@ impl<B: Backend> ModuleVisitor<B> for NameCollector {
         } else {
             format!("model.{path}")
         };
-        self.tensors.push((name, param.val().into_data()));
+        let data = self.with_data.then(|| param.val().into_data());
+        self.parameters.push(Parameter {
+            name,
+            id: param.id,
+            data,
+        });
     }
+}
+
+/// Writes `tensors` to one safetensors file with `metadata`.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, TensorData)],
+    metadata: HashMap<String, String>,
+) -> Result<(), HfError> {
+    let views = tensors
+        .iter()
+        .map(|(name, data)| {
+            let view = TensorView::new(
+                safetensors_dtype(data.dtype),
+                data.shape.to_vec(),
+                data.as_bytes(),
+            )
+            .map_err(|e| file_error(path, format!("tensor {name}: {e:?}")))?;
+            Ok((name.clone(), view))
+        })
+        .collect::<Result<Vec<_>, HfError>>()?;
+    safetensors::serialize_to_file(views, &Some(metadata), path)
+        .map_err(|e| file_error(path, format!("{e:?}")))
+}
+
+/// A safetensors file's metadata and tensors by name.
+pub type SafetensorsContents = (HashMap<String, String>, HashMap<String, TensorData>);
+
+/// Every tensor of one safetensors file (f32/bf16/f16) and its metadata;
+/// a truncated or corrupt file is an error naming it.
+pub fn read_safetensors(
+    path: &Path,
+) -> Result<SafetensorsContents, HfError> {
+    let bytes = std::fs::read(path).map_err(|e| file_error(path, e))?;
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| file_error(path, format!("not a safetensors file: {e:?}")))?;
+    let parsed = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| file_error(path, format!("truncated or corrupt: {e:?}")))?;
+    let mut tensors = HashMap::new();
+    for (name, view) in parsed.tensors() {
+        let dtype = match view.dtype() {
+            StDtype::F32 => DType::F32,
+            StDtype::BF16 => DType::BF16,
+            StDtype::F16 => DType::F16,
+            other => return Err(file_error(path, format!("tensor {name}: dtype {other:?}"))),
+        };
+        let data = TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), dtype);
+        tensors.insert(name, data);
+    }
+    Ok((metadata.metadata().clone().unwrap_or_default(), tensors))
 }
 
 /// Writes `config.json`, `model.safetensors` (metadata `format: pt`, which
@@ -306,22 +394,8 @@ pub fn save_gemma<B: Backend>(
     std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
     let tensors = named_tensors(model);
     let dtype = tensors.first().map_or(DType::F32, |(_, data)| data.dtype);
-    let views = tensors
-        .iter()
-        .map(|(name, data)| {
-            let view = TensorView::new(
-                safetensors_dtype(data.dtype),
-                data.shape.to_vec(),
-                data.as_bytes(),
-            )
-            .map_err(|e| file_error(dir, format!("tensor {name}: {e:?}")))?;
-            Ok((name.clone(), view))
-        })
-        .collect::<Result<Vec<_>, HfError>>()?;
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let weights = dir.join("model.safetensors");
-    safetensors::serialize_to_file(views, &Some(metadata), &weights)
-        .map_err(|e| file_error(&weights, format!("{e:?}")))?;
+    write_safetensors(&dir.join("model.safetensors"), &tensors, metadata)?;
 
     let mut config = model.config().clone();
     config.torch_dtype = Some(torch_dtype_name(dtype).to_string());

@@ -3,12 +3,16 @@
 
 pub mod accounting;
 pub mod adamw;
+pub mod checkpoint;
 pub mod dpo;
 pub mod grad_norm;
+pub mod hooks;
+pub mod interrupt;
 pub mod logps;
 pub mod objective;
 pub mod preference;
 pub mod reference;
+pub mod resume;
 pub mod run;
 pub mod schedule;
 pub mod sft;

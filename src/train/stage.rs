@@ -3,8 +3,9 @@
 //! in Hugging Face format with the resolved recipe. This is where the
 //! recipe's keys become the loop's settings, once.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::rc::Rc;
 
 use burn::module::AutodiffModule;
 use burn::tensor::DType;
@@ -12,11 +13,15 @@ use burn::tensor::backend::AutodiffBackend;
 
 use super::accounting::StepRules;
 use super::adamw::AdamWConfig;
+use super::checkpoint::{CheckpointError, Restored, load_checkpoint};
 use super::dpo::{DpoConfigError, DpoLossKind, DpoLossSpec, DpoLossState};
+use super::hooks::{CheckpointSetup, SavePolicy, StageHooks};
+use super::interrupt;
 use super::logps::ScoredBatch;
 use super::objective::Objective;
 use super::preference::{DpoObjective, PreferenceBatch, Reference};
 use super::reference::{PrecomputeSettings, ReferenceLogps, precompute, weights_fingerprint};
+use super::resume::{self, ResumeFrom};
 use super::schedule::{Schedule, ScheduleKind};
 use super::sft::SftObjective;
 use super::trainer::{EpochBatches, LoopSettings, RunSummary, TrainError, Trainer};
@@ -28,9 +33,9 @@ use crate::data::{
     epoch_order, micro_batches, prepare_dpo, prepare_sft, resolve,
 };
 use crate::log::jsonl::JsonlSink;
-use crate::log::progress::ProgressLines;
+use crate::log::progress::Progress;
 use crate::log::tensorboard::TensorboardSink;
-use crate::log::{Fanout, History, LogEntry, MetricsSink};
+use crate::log::{Fanout, History, LogEntry, MetricsSink, Shared};
 use crate::model::gemma::{ActivationRule, Gemma, GemmaConfig, RandomInit};
 use crate::model::hf::{HfError, load_gemma_with_rule, save_gemma};
 use crate::recipe::{
@@ -59,6 +64,16 @@ pub enum StageError {
     },
     #[error("{0}")]
     Unsupported(String),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(
+        "{checkpoint}: the recipe changed since this checkpoint, so resuming would not continue the same run: {}. Restore those values, or start afresh without --resume",
+        keys.join("; ")
+    )]
+    RecipeChanged {
+        checkpoint: PathBuf,
+        keys: Vec<String>,
+    },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StageError + '_ {
@@ -85,6 +100,10 @@ pub struct RunOptions {
     /// `align eval`: evaluate the model as it is on the test split; no
     /// training, nothing saved but `metrics.jsonl`.
     pub eval_only: bool,
+    /// `--resume` / `--resume-from` (the recipe's `resume_from_checkpoint` otherwise).
+    pub resume: Option<ResumeFrom>,
+    /// Test hook: act as if Ctrl-C came during this optimizer step.
+    pub stop_after_step: Option<usize>,
 }
 
 /// Runs `stage` on the autodiff backend `A` at `device`.
@@ -101,6 +120,14 @@ pub fn run_stage<A: AutodiffBackend>(
     std::fs::create_dir_all(&output_dir).map_err(io_error(&output_dir))?;
     let policy = load_policy::<A>(stage, device)?;
     let with_eval = options.eval_only || wants_eval(stage);
+    let tokenizer_dir = pre.tokenizer_dir();
+    let place = FitPlace {
+        stage,
+        options,
+        output_dir: &output_dir,
+        tokenizer_dir: &tokenizer_dir,
+        device,
+    };
     let (summary, history, model) = match stage.kind {
         StageKind::Dpo => {
             let train = prepare_dpo(stage, &pre, SplitRole::Train)?.examples();
@@ -152,10 +179,10 @@ pub fn run_stage<A: AutodiffBackend>(
             };
             let data = StageData::new(stage, &train, &eval, &train_collate, &eval_collate);
             match stage.ext.compat {
-                Compat::Trl1 => fit(stage, options, &mut objective, policy, &data, &output_dir)?,
+                Compat::Trl1 => fit(&place, &mut objective, policy, &data)?,
                 Compat::Trl07 => {
                     let mut objective = trl07_dpo_objective(stage, objective)?;
-                    fit(stage, options, &mut objective, policy, &data, &output_dir)?
+                    fit(&place, &mut objective, policy, &data)?
                 }
             }
         }
@@ -174,14 +201,14 @@ pub fn run_stage<A: AutodiffBackend>(
                     let mut objective = SftObjective::<A> {
                         device: device.clone(),
                     };
-                    fit(stage, options, &mut objective, policy, &data, &output_dir)?
+                    fit(&place, &mut objective, policy, &data)?
                 }
                 Compat::Trl07 => {
                     let mut objective = Trl07SftObjective::<A> {
                         device: device.clone(),
                         accumulation: stage.training.gradient_accumulation_steps,
                     };
-                    fit(stage, options, &mut objective, policy, &data, &output_dir)?
+                    fit(&place, &mut objective, policy, &data)?
                 }
             }
         }
@@ -193,7 +220,7 @@ pub fn run_stage<A: AutodiffBackend>(
             history,
         });
     }
-    save_gemma(&model.valid(), &output_dir, Some(&pre.tokenizer_dir()))?;
+    save_gemma(&model.valid(), &output_dir, Some(&tokenizer_dir))?;
     if let Some(template) = &stage.data.chat_template {
         record_chat_template(&output_dir, template)?;
     }
@@ -222,48 +249,160 @@ fn record_chat_template(output_dir: &Path, template: &str) -> Result<(), StageEr
     std::fs::write(&path, text + "\n").map_err(io_error(&path))
 }
 
-/// The loop with its sinks: `metrics.jsonl`, TensorBoard under `runs/`,
-/// progress lines, and an in-memory history.
+/// What a stage's loop runs in.
+struct FitPlace<'a, A: AutodiffBackend> {
+    stage: &'a StageConfig,
+    options: &'a RunOptions,
+    output_dir: &'a Path,
+    tokenizer_dir: &'a Path,
+    device: &'a A::Device,
+}
+
+/// The loop with its sinks (`metrics.jsonl`, TensorBoard under `runs/`,
+/// progress, an in-memory history) and hooks (checkpoints, interrupts);
+/// continued from a checkpoint when asked.
 fn fit<A: AutodiffBackend, O: Objective<A>, E>(
-    stage: &StageConfig,
-    options: &RunOptions,
+    place: &FitPlace<'_, A>,
     objective: &mut O,
     policy: Gemma<A>,
     data: &StageData<'_, E, O::Batch>,
-    output_dir: &Path,
 ) -> Result<(RunSummary, Vec<LogEntry>, Gemma<A>), StageError> {
+    let FitPlace {
+        stage,
+        options,
+        output_dir,
+        tokenizer_dir,
+        device,
+    } = *place;
     let eval = &data.eval_batches()[..];
     let micro_per_epoch = data.micro_batches_per_epoch();
     if micro_per_epoch == 0 {
         return Err(TrainError::NoData.into());
     }
     let settings = loop_settings(stage, micro_per_epoch)?;
+    let restored = match resume::requested(options.resume.as_ref(), stage) {
+        Some(from) if !options.eval_only => {
+            restore::<A>(stage, &from, output_dir, &settings, device)?
+        }
+        _ => None,
+    };
+    let past = restored
+        .as_ref()
+        .map(|r| r.state.log_history.clone())
+        .unwrap_or_default();
     let metrics_path = output_dir.join("metrics.jsonl");
-    if metrics_path.exists() {
-        std::fs::remove_file(&metrics_path).map_err(io_error(&metrics_path))?;
-    }
+    write_history(&metrics_path, &past)?;
+    let history = Rc::new(RefCell::new(History(past)));
     let runs = output_dir.join("runs");
     let mut sinks: Vec<Box<dyn MetricsSink>> = vec![
+        Box::new(Shared(history.clone())),
         Box::new(JsonlSink::append(&metrics_path).map_err(io_error(&metrics_path))?),
         Box::new(TensorboardSink::create(&runs).map_err(io_error(&runs))?),
     ];
-    if !options.quiet {
-        sinks.push(Box::new(ProgressLines {
-            total_steps: settings.total_steps,
-            started: Instant::now(),
-        }));
+    let first = restored
+        .as_ref()
+        .map(|r| r.state.align_loop.clone())
+        .unwrap_or_default();
+    let progress = (!options.quiet).then(|| {
+        Rc::new(RefCell::new(Progress::new(
+            settings.total_steps,
+            first.step,
+            first.num_tokens,
+        )))
+    });
+    if let Some(progress) = &progress {
+        sinks.push(Box::new(Shared(progress.clone())));
     }
-    let mut history = HistoryTee {
-        history: History::default(),
-        rest: Fanout(sinks),
-    };
-    let mut trainer = Trainer::new(settings, objective, &mut history);
+    let mut sink = Fanout(sinks);
+    let policy_settings = save_policy(stage, settings.total_steps);
+    let mut trainer = Trainer::new(settings, objective, &mut sink);
     if options.eval_only {
         trainer.evaluate(&policy, eval, 0.0, 0)?;
-        return Ok((RunSummary::default(), history.history.0, policy));
+        return Ok((RunSummary::default(), history.take().0, policy));
     }
-    let (model, summary) = trainer.fit(policy, data, eval)?;
-    Ok((summary, history.history.0, model))
+    let policy = match restored {
+        Some(restored) => {
+            trainer.optimizer = restored.optimizer;
+            trainer.state = restored.state.align_loop;
+            restored.model
+        }
+        None => policy,
+    };
+    let finish = |dir: &Path| match &stage.data.chat_template {
+        Some(template) => record_chat_template(dir, template).map_err(|e| e.to_string()),
+        None => Ok(()),
+    };
+    let mut hooks = StageHooks {
+        progress: progress.clone(),
+        history: history.clone(),
+        checkpoints: CheckpointSetup {
+            output_dir,
+            recipe_yaml: stage.to_yaml(),
+            tokenizer_dir: Some(tokenizer_dir),
+            finish: &finish,
+            policy: policy_settings,
+        },
+        stop_after_step: options.stop_after_step,
+    };
+    interrupt::reset();
+    let result = trainer.fit_with_hooks(policy, data, eval, &mut hooks);
+    if let (Err(_), Some(progress)) = (&result, &progress) {
+        progress.borrow().clear();
+    }
+    let (model, summary) = result?;
+    drop(trainer);
+    Ok((summary, history.take().0, model))
+}
+
+/// `save_strategy`, `save_steps` and `save_total_limit`.
+fn save_policy(stage: &StageConfig, total_steps: usize) -> SavePolicy {
+    let t = &stage.training;
+    SavePolicy {
+        strategy: t.save_strategy,
+        every: t.save_steps.resolve(total_steps).max(1),
+        total_limit: t.save_total_limit,
+    }
+}
+
+/// The checkpoint to continue from, after checking that the recipe still
+/// describes the same run.
+fn restore<A: AutodiffBackend>(
+    stage: &StageConfig,
+    from: &ResumeFrom,
+    output_dir: &Path,
+    settings: &LoopSettings,
+    device: &A::Device,
+) -> Result<Option<Restored<A>>, StageError> {
+    let Some(dir) = from.locate(output_dir)? else {
+        eprintln!(
+            "{}: no checkpoint yet; starting afresh",
+            output_dir.display()
+        );
+        return Ok(None);
+    };
+    let restored = load_checkpoint::<A>(&dir, settings.adamw, compute_dtype(stage), device)?;
+    if let Err(keys) = resume::check_same_run(&restored.recipe_yaml, &stage.to_yaml()) {
+        return Err(StageError::RecipeChanged {
+            checkpoint: dir,
+            keys,
+        });
+    }
+    eprintln!(
+        "resuming from {} (step {})",
+        dir.display(),
+        restored.state.global_step
+    );
+    Ok(Some(restored))
+}
+
+/// `metrics.jsonl` as it was at the checkpoint (empty for a fresh run).
+fn write_history(path: &Path, entries: &[LogEntry]) -> Result<(), StageError> {
+    let mut text = String::new();
+    for entry in entries {
+        text += &serde_json::Value::Object(entry.clone()).to_string();
+        text.push('\n');
+    }
+    std::fs::write(path, text).map_err(io_error(path))
 }
 
 /// A stage's prepared examples and how they become micro-batches: the
@@ -341,19 +480,6 @@ impl<E, Batch> EpochBatches<Batch> for StageData<'_, E, Batch> {
             t.dataloader_drop_last,
         );
         Self::batches(self.train, self.train_collate, batches)
-    }
-}
-
-/// Keeps a copy of every event while forwarding it.
-struct HistoryTee {
-    history: History,
-    rest: Fanout,
-}
-
-impl MetricsSink for HistoryTee {
-    fn record(&mut self, entry: &LogEntry) -> std::io::Result<()> {
-        self.history.record(entry)?;
-        self.rest.record(entry)
     }
 }
 
