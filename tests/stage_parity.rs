@@ -169,6 +169,7 @@ fn align_eval_of_trls_final_policy_reproduces_trls_final_eval() {
     let options = RunOptions {
         quiet: true,
         eval_only: true,
+        ..Default::default()
     };
     let results = run_recipe::<CpuTrain>(
         &fixture("tiny-gemma/recipe_dpo.yaml"),
