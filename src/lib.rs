@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod data;
+pub mod generate;
 pub mod log;
 pub mod model;
 pub mod recipe;

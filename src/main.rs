@@ -5,7 +5,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use align::backend::{CpuTrain, cpu_device};
+use align::backend::{Cpu, CpuTrain, cpu_device};
+use align::generate::session::{answer_file, answer_one, chat};
+use align::generate::{Generator, SamplingSettings};
 use align::recipe::StageKind;
 use align::train::resume::ResumeFrom;
 use align::train::run::{StageResult, run_recipe};
@@ -111,12 +113,31 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
-    /// Sample from a checkpoint with its chat template.
+    /// Answer prompts with a model folder (final model or checkpoint) and its chat template.
     Generate {
         #[arg(long)]
         model: PathBuf,
-        #[arg(long)]
+        /// One user turn; without it (and without --prompts), an interactive chat.
+        #[arg(long, conflicts_with = "prompts")]
         prompt: Option<String>,
+        /// JSONL of `{"prompt": ...}` or `{"messages": [...]}` lines.
+        #[arg(long, value_name = "FILE")]
+        prompts: Option<PathBuf>,
+        /// Where --prompts answers go (JSONL; default stdout).
+        #[arg(long, value_name = "FILE", requires = "prompts")]
+        output: Option<PathBuf>,
+        #[arg(long, default_value_t = 256)]
+        max_new_tokens: usize,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        /// 0 = no top-k filter.
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
     },
     /// Hyperparameter ablations over a grid of recipe keys.
     Sweep {
@@ -199,7 +220,45 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("{summary}");
             Ok(())
         }
-        Command::Generate { .. } => not_yet("generate"),
+        Command::Generate {
+            model,
+            prompt,
+            prompts,
+            output,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+        } => {
+            let settings = SamplingSettings {
+                temperature,
+                top_k,
+                top_p,
+                seed,
+                max_new_tokens,
+            };
+            let generator = Generator::<Cpu>::load(&model, &cpu_device())?;
+            match (prompt, prompts) {
+                (Some(prompt), _) => {
+                    answer_one(&generator, &prompt, &settings, &mut std::io::stdout())?;
+                }
+                (None, Some(file)) => {
+                    let mut out: Box<dyn Write> = match &output {
+                        Some(path) => Box::new(std::io::BufWriter::new(
+                            std::fs::File::create(path)
+                                .with_context(|| format!("creating {}", path.display()))?,
+                        )),
+                        None => Box::new(std::io::stdout()),
+                    };
+                    let answered = answer_file(&generator, &file, &settings, &mut out)?;
+                    out.flush()?;
+                    eprintln!("{answered} prompts answered");
+                }
+                (None, None) => chat(&generator, &settings)?,
+            }
+            Ok(())
+        }
         Command::Sweep { .. } => not_yet("sweep"),
         Command::Report { .. } => not_yet("report"),
     }

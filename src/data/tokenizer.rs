@@ -95,6 +95,14 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// A byte-fallback token (`<0xAB>`): one byte of a character the
+    /// vocabulary lacks, which decodes only together with its neighbours.
+    pub fn is_byte_token(&self, id: u32) -> bool {
+        self.inner.id_to_token(id).is_some_and(|token| {
+            token.len() == 6 && token.starts_with("<0x") && token.ends_with('>')
+        })
+    }
+
     /// Decode ids back to text, special tokens kept.
     pub fn decode(&self, ids: &[u32]) -> Result<String, String> {
         self.inner.decode(ids, false).map_err(|e| e.to_string())

@@ -361,9 +361,7 @@ pub type SafetensorsContents = (HashMap<String, String>, HashMap<String, TensorD
 
 /// Every tensor of one safetensors file (f32/bf16/f16) and its metadata;
 /// a truncated or corrupt file is an error naming it.
-pub fn read_safetensors(
-    path: &Path,
-) -> Result<SafetensorsContents, HfError> {
+pub fn read_safetensors(path: &Path) -> Result<SafetensorsContents, HfError> {
     let bytes = std::fs::read(path).map_err(|e| file_error(path, e))?;
     let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| file_error(path, format!("not a safetensors file: {e:?}")))?;

@@ -59,6 +59,15 @@ impl<B: Backend> AttentionMask<B> {
         };
         Self { blocked }
     }
+
+    /// `new` positions following `past` cached ones (one unpadded row): query
+    /// `i` sees keys `0..=past + i`. Shape `[1, 1, new, past + new]`.
+    pub fn after(past: usize, new: usize, device: &B::Device) -> Self {
+        let blocked = Tensor::<B, 2, Bool>::tril_mask([new, past + new], past as i64, device);
+        Self {
+            blocked: blocked.unsqueeze::<4>(),
+        }
+    }
 }
 
 impl<B: Backend> Attention<B> {
@@ -84,6 +93,42 @@ impl<B: Backend> Attention<B> {
         rope: &RopeTable<B>,
         mask: &AttentionMask<B>,
     ) -> Tensor<B, 3> {
+        let (q, k, v) = self.project(x, rope);
+        self.attend(q, k, v, mask)
+    }
+
+    /// Generation: attends the new positions' queries to the cached keys and
+    /// values plus their own, and appends theirs to `cache`. `rope` holds the
+    /// new positions; `mask` is [`AttentionMask::after`] the cached length.
+    pub fn forward_cached(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RopeTable<B>,
+        mask: &AttentionMask<B>,
+        cache: &mut Option<KeyValues<B>>,
+    ) -> Tensor<B, 3> {
+        let (q, k, v) = self.project(x, rope);
+        let (k, v) = match cache.take() {
+            Some(past) => (
+                Tensor::cat(vec![past.keys, k], 2),
+                Tensor::cat(vec![past.values, v], 2),
+            ),
+            None => (k, v),
+        };
+        *cache = Some(KeyValues {
+            keys: k.clone(),
+            values: v.clone(),
+        });
+        self.attend(q, k, v, mask)
+    }
+
+    /// Rotated queries `[batch, heads, seq, head_dim]` and keys, and values
+    /// (`[batch, kv_heads, seq, head_dim]`).
+    fn project(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RopeTable<B>,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
         let [batch, seq, _] = x.dims();
         let HeadShape {
             heads,
@@ -95,21 +140,44 @@ impl<B: Backend> Attention<B> {
         let q = rope.apply(split(self.q_proj.forward(x.clone()), heads));
         let k = rope.apply(split(self.k_proj.forward(x.clone()), kv_heads));
         let v = split(self.v_proj.forward(x), kv_heads);
-        let (k, v) = (repeat_kv(k, heads), repeat_kv(v, heads));
+        (q, k, v)
+    }
 
+    /// Scaled dot-product attention of `q` over `k`/`v`, softmax in fp32.
+    fn attend(
+        &self,
+        q: Tensor<B, 4>,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        mask: &AttentionMask<B>,
+    ) -> Tensor<B, 3> {
+        let HeadShape {
+            heads, head_dim, ..
+        } = self.shape;
+        let [batch, _, queries, _] = q.dims();
+        let keys = k.dims()[2];
+        let (k, v) = (repeat_kv(k, heads), repeat_kv(v, heads));
         let dtype = q.dtype();
         let scores = q.matmul(k.swap_dims(2, 3)) * (head_dim as f64).powf(-0.5);
         let scores = scores.cast(DType::F32).mask_fill(
-            mask.blocked.clone().expand([batch, heads, seq, seq]),
+            mask.blocked.clone().expand([batch, heads, queries, keys]),
             f32::MIN,
         );
         let probs = softmax(scores, 3).cast(dtype);
         let out = probs
             .matmul(v)
             .swap_dims(1, 2)
-            .reshape([batch, seq, heads * head_dim]);
+            .reshape([batch, queries, heads * head_dim]);
         self.o_proj.forward(out)
     }
+}
+
+/// One layer's rotated keys and values of the positions seen so far
+/// (`[batch, kv_heads, seq, head_dim]`): generation's KV cache.
+#[derive(Clone, Debug)]
+pub struct KeyValues<B: Backend> {
+    pub keys: Tensor<B, 4>,
+    pub values: Tensor<B, 4>,
 }
 
 /// Shares each key/value head among `heads / kv_heads` query heads.

@@ -5,7 +5,7 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-use super::attention::{Attention, AttentionMask};
+use super::attention::{Attention, AttentionMask, KeyValues};
 use super::mlp::Mlp;
 use super::norm::RmsNorm;
 use super::rope::RopeTable;
@@ -29,6 +29,22 @@ impl<B: Backend> DecoderLayer<B> {
             .self_attn
             .forward(self.input_layernorm.forward(x.clone()), rope, mask);
         let x = x + attended;
+        let transformed = self
+            .mlp
+            .forward(self.post_attention_layernorm.forward(x.clone()));
+        x + transformed
+    }
+
+    /// [`DecoderLayer::forward`] for generation, with this layer's KV cache.
+    pub fn forward_cached(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RopeTable<B>,
+        mask: &AttentionMask<B>,
+        cache: &mut Option<KeyValues<B>>,
+    ) -> Tensor<B, 3> {
+        let normed = self.input_layernorm.forward(x.clone());
+        let x = x + self.self_attn.forward_cached(normed, rope, mask, cache);
         let transformed = self
             .mlp
             .forward(self.post_attention_layernorm.forward(x.clone()));

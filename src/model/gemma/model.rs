@@ -11,7 +11,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor};
 
 use super::GemmaConfig;
-use super::attention::AttentionMask;
+use super::attention::{AttentionMask, KeyValues};
 use super::block::DecoderLayer;
 use super::embedding::Embedding;
 use super::linear::Linear;
@@ -35,6 +35,23 @@ impl<B: Backend> ForwardInput<B> {
             input_ids,
             attention_mask,
             positions: None,
+        }
+    }
+}
+
+/// Keys and values of every layer for the positions generated so far.
+#[derive(Clone, Debug)]
+pub struct KvCache<B: Backend> {
+    pub layers: Vec<Option<KeyValues<B>>>,
+    /// Positions cached.
+    pub len: usize,
+}
+
+impl<B: Backend> Default for KvCache<B> {
+    fn default() -> Self {
+        Self {
+            layers: Vec::new(),
+            len: 0,
         }
     }
 }
@@ -119,6 +136,36 @@ impl<B: Backend> Gemma<B> {
         let rows = hidden.dims()[0];
         let mean_row = head.mean_dim(0); // [1, hidden]
         hidden.matmul(mean_row.transpose()).reshape([rows])
+    }
+
+    /// Generation step: runs the `[1, new]` tokens that follow the cached
+    /// positions, extends `cache`, and returns the logits of the last one
+    /// (`[1, vocab]`). Same arithmetic as [`Gemma::forward`] on the whole
+    /// sequence, without recomputing the past.
+    pub fn forward_cached(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 2> {
+        let [batch, new] = input_ids.dims();
+        assert_eq!(batch, 1, "generation runs one sequence at a time");
+        let device = input_ids.device();
+        let dtype = self.dtype();
+        let past = cache.len;
+        let positions = vec![(past..past + new).collect::<Vec<_>>()];
+        let rope = self.rope.table(&positions, dtype, &device);
+        let mask = AttentionMask::after(past, new, &device);
+        if cache.layers.len() != self.layers.len() {
+            cache.layers = vec![None; self.layers.len()];
+        }
+        let mut x = self.embed_tokens.forward(input_ids) * self.embedding_scale(dtype);
+        for (layer, entry) in self.layers.iter().zip(&mut cache.layers) {
+            x = layer.forward_cached(x, &rope, &mask, entry);
+        }
+        cache.len += new;
+        let last = self.norm.forward(x).narrow(1, new - 1, 1);
+        let width = last.dims()[2];
+        self.logits(last.reshape([1, width]))
     }
 
     /// Full logits `[batch, seq, vocab]`: for small models, tests and generation.
