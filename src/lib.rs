@@ -11,4 +11,5 @@ pub mod generate;
 pub mod log;
 pub mod model;
 pub mod recipe;
+pub mod summary;
 pub mod train;

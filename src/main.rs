@@ -313,41 +313,8 @@ fn cuda_train(_: &Path, _: &RunFlags, _: Option<StageKind>, _: &RunOptions, _: b
     )
 }
 
-/// One line per stage: where the model went and its final numbers.
 fn report(results: &[StageResult]) {
-    for result in results {
-        match result {
-            StageResult::Skipped { output_dir } => {
-                println!("{output_dir}: skipped (already finished)")
-            }
-            StageResult::Ran(outcome) => {
-                let mut line = format!(
-                    "{}: {} steps, train_loss {:.4}, {:.1}s",
-                    outcome.output_dir.display(),
-                    outcome.summary.steps,
-                    outcome.summary.train_loss,
-                    outcome.summary.seconds
-                );
-                if let Some(eval) = outcome
-                    .history
-                    .iter()
-                    .rev()
-                    .find(|e| e.contains_key("eval_loss"))
-                {
-                    for key in [
-                        "eval_loss",
-                        "eval_rewards/accuracies",
-                        "eval_rewards/margins",
-                    ] {
-                        if let Some(v) = eval.get(key).and_then(|v| v.as_f64()) {
-                            line += &format!(", {key} {v:.4}");
-                        }
-                    }
-                }
-                println!("{line}");
-            }
-        }
-    }
+    print!("{}", align::summary::report(results));
 }
 
 fn not_yet(command: &str) -> Result<()> {

@@ -55,6 +55,8 @@ pub struct TrainingArgs {
     pub logging_strategy: IntervalStrategy,
     pub logging_steps: StepsOrRatio,
     pub logging_first_step: bool,
+    /// Evaluate once before the first step (transformers' `eval_on_start`).
+    pub eval_on_start: bool,
     pub logging_dir: Option<String>,
     pub log_level: Option<String>,
     pub report_to: ReportTo,
@@ -105,6 +107,7 @@ impl Default for TrainingArgs {
             logging_strategy: IntervalStrategy::Steps,
             logging_steps: StepsOrRatio(500.0),
             logging_first_step: false,
+            eval_on_start: false,
             logging_dir: None,
             log_level: None,
             report_to: ReportTo::default(),

@@ -29,8 +29,8 @@ use super::trl07::loss::Trl07Loss;
 use super::trl07::preference::Trl07DpoObjective;
 use super::trl07::sft::Trl07SftObjective;
 use crate::data::{
-    DataError, DpoBatch, DpoExample, IGNORE_INDEX, Preprocessor, RepoKind, SftBatch, SftExample,
-    epoch_order, micro_batches, prepare_dpo, prepare_sft, resolve,
+    DataError, DpoBatch, DpoExample, IGNORE_INDEX, Message, Preprocessor, RepoKind, SftBatch,
+    SftExample, epoch_order, micro_batches, prepare_dpo, prepare_sft, resolve,
 };
 use crate::log::jsonl::JsonlSink;
 use crate::log::progress::Progress;
@@ -90,6 +90,15 @@ pub struct StageOutcome {
     pub summary: RunSummary,
     /// Every log event of the run (also in `metrics.jsonl`).
     pub history: Vec<LogEntry>,
+    /// A held-out prompt and its preferred answer, for the end-of-run sample.
+    pub sample: Option<SamplePrompt>,
+}
+
+/// The first eval pair's prompt and chosen answer (DPO stages).
+#[derive(Debug, Clone)]
+pub struct SamplePrompt {
+    pub prompt: Vec<Message>,
+    pub chosen: String,
 }
 
 /// Options of a run that are not recipe keys.
@@ -128,6 +137,7 @@ pub fn run_stage<A: AutodiffBackend>(
         tokenizer_dir: &tokenizer_dir,
         device,
     };
+    let mut sample = None;
     let (summary, history, model) = match stage.kind {
         StageKind::Dpo => {
             let train = prepare_dpo(stage, &pre, SplitRole::Train)?.examples();
@@ -135,6 +145,7 @@ pub fn run_stage<A: AutodiffBackend>(
                 true => prepare_dpo(stage, &pre, SplitRole::Test)?.examples(),
                 false => Vec::new(),
             };
+            sample = eval.first().and_then(sample_prompt);
             let collate = |examples: &[DpoExample], indices: &[usize]| {
                 let picked: Vec<&DpoExample> = indices.iter().map(|&i| &examples[i]).collect();
                 let (pad, max_length, truncation) =
@@ -218,6 +229,7 @@ pub fn run_stage<A: AutodiffBackend>(
             output_dir,
             summary,
             history,
+            sample,
         });
     }
     save_gemma(&model.valid(), &output_dir, Some(&tokenizer_dir))?;
@@ -230,6 +242,15 @@ pub fn run_stage<A: AutodiffBackend>(
         output_dir,
         summary,
         history,
+        sample,
+    })
+}
+
+fn sample_prompt(example: &DpoExample) -> Option<SamplePrompt> {
+    let messages = example.messages.as_ref()?;
+    Some(SamplePrompt {
+        prompt: messages.prompt.clone(),
+        chosen: messages.chosen.last()?.content.clone(),
     })
 }
 
@@ -345,6 +366,9 @@ fn fit<A: AutodiffBackend, O: Objective<A>, E>(
         stop_after_step: options.stop_after_step,
     };
     interrupt::reset();
+    if stage.training.eval_on_start && trainer.state.step == 0 && !eval.is_empty() {
+        trainer.evaluate(&policy, eval, 0.0, 0)?;
+    }
     let result = trainer.fit_with_hooks(policy, data, eval, &mut hooks);
     if let (Err(_), Some(progress)) = (&result, &progress) {
         progress.borrow().clear();
