@@ -10,4 +10,5 @@ pub mod data;
 pub mod log;
 pub mod model;
 pub mod recipe;
+pub mod report;
 pub mod train;

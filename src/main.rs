@@ -101,8 +101,15 @@ enum Command {
         #[arg(long = "grid", value_name = "KEY=V1,V2")]
         grid: Vec<String>,
     },
-    /// Compare finished runs: a table and plots.
-    Report { dirs: Vec<PathBuf> },
+    /// Compare finished runs: report.md (a table) and PNG plots.
+    Report {
+        /// Run folders (with metrics.jsonl), or folders of runs such as output_dir/sweep.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where report.md and the plots go.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
     /// Print a Hugging Face Gemma folder's shape, parameter count and the
     /// language-model loss of one forward pass over a sample text.
     Inspect {
@@ -181,7 +188,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Generate { .. } => not_yet("generate"),
         Command::Sweep { .. } => not_yet("sweep"),
-        Command::Report { .. } => not_yet("report"),
+        Command::Report { dirs, out } => {
+            let report = align::report::write_report(&dirs, &out)?;
+            println!("{}", report.markdown.display());
+            Ok(())
+        }
     }
 }
 
