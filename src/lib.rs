@@ -11,4 +11,5 @@ pub mod log;
 pub mod model;
 pub mod recipe;
 pub mod report;
+pub mod sweep;
 pub mod train;

@@ -95,11 +95,16 @@ enum Command {
         #[arg(long)]
         prompt: Option<String>,
     },
-    /// Hyperparameter ablations over a grid of recipe keys.
+    /// Hyperparameter ablations: every combination of the grid's values, one
+    /// run each in output_dir/sweep/KEY=VALUE,.../, then a report.
     Sweep {
         recipe: PathBuf,
+        /// A recipe key and its values (YAML each; adds to or replaces the
+        /// recipe's `sweep:` section). Repeat for a product of grids.
         #[arg(long = "grid", value_name = "KEY=V1,V2")]
         grid: Vec<String>,
+        #[command(flatten)]
+        flags: RunFlags,
     },
     /// Compare finished runs: report.md (a table) and PNG plots.
     Report {
@@ -187,7 +192,11 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Generate { .. } => not_yet("generate"),
-        Command::Sweep { .. } => not_yet("sweep"),
+        Command::Sweep {
+            recipe,
+            grid,
+            flags,
+        } => sweep(&recipe, &grid, &flags),
         Command::Report { dirs, out } => {
             let report = align::report::write_report(&dirs, &out)?;
             println!("{}", report.markdown.display());
@@ -243,6 +252,46 @@ fn cuda_train(
 
 #[cfg(not(feature = "cuda"))]
 fn cuda_train(_: &Path, _: &RunFlags, _: Option<StageKind>, _: &RunOptions, _: bool) -> Result<()> {
+    bail!(
+        "--backend cuda: this binary was built without the `cuda` feature (cargo build --release --features cuda)"
+    )
+}
+
+/// Plans the whole sweep (every grid value checked) before the first run.
+fn sweep(recipe: &Path, grid: &[String], flags: &RunFlags) -> Result<()> {
+    if let Some(devices) = &flags.devices {
+        bail!("--devices {devices}: data parallelism is not implemented yet");
+    }
+    let grid = align::sweep::grid_for(recipe, grid)?;
+    let plan = align::sweep::plan(recipe, &flags.set, grid)?;
+    let options = RunOptions {
+        quiet: flags.quiet,
+        eval_only: false,
+    };
+    let outcome = match flags.backend.as_deref() {
+        None | Some("flex") | Some("cpu") | Some("ndarray") => {
+            align::sweep::run_sweep::<CpuTrain>(&plan, &options, &cpu_device())?
+        }
+        Some("cuda") => cuda_sweep(&plan, &options)?,
+        Some(other) => bail!("--backend {other}: expected flex (CPU) or cuda"),
+    };
+    println!("{}", outcome.report.markdown.display());
+    Ok(())
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_sweep(
+    plan: &align::sweep::SweepPlan,
+    options: &RunOptions,
+) -> Result<align::sweep::SweepOutcome> {
+    let device = Default::default();
+    Ok(align::sweep::run_sweep::<align::backend::CudaTrain>(
+        plan, options, &device,
+    )?)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_sweep(_: &align::sweep::SweepPlan, _: &RunOptions) -> Result<align::sweep::SweepOutcome> {
     bail!(
         "--backend cuda: this binary was built without the `cuda` feature (cargo build --release --features cuda)"
     )
