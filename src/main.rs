@@ -275,7 +275,18 @@ fn sweep(recipe: &Path, grid: &[String], flags: &RunFlags) -> Result<()> {
         Some("cuda") => cuda_sweep(&plan, &options)?,
         Some(other) => bail!("--backend {other}: expected flex (CPU) or cuda"),
     };
-    println!("{}", outcome.report.markdown.display());
+    if let Some(report) = &outcome.report {
+        println!("{}", report.markdown.display());
+    }
+    let failures = outcome.failures();
+    if !failures.is_empty() {
+        bail!(
+            "{} of {} runs failed: {}",
+            failures.len(),
+            outcome.runs.len(),
+            failures.join("; ")
+        );
+    }
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use align::backend::{CpuTrain, cpu_device};
-use align::sweep::{SweepError, SweepOutcome, grid_for, plan, run_sweep};
+use align::sweep::{RunStatus, SweepError, SweepOutcome, grid_for, plan, run_sweep};
 use align::train::stage::RunOptions;
 use common::{fixture, read_jsonl};
 use serde_json::Value;
@@ -115,8 +115,8 @@ fn a_two_by_two_sweep_writes_four_runs_and_a_matching_report() {
         "beta=0.5,learning_rate=0.001",
         "beta=0.5,learning_rate=0.01",
     ];
-    for (name, (run, ran)) in names.iter().zip(&outcome.ran) {
-        assert!(ran, "{name} ran");
+    for (name, (run, status)) in names.iter().zip(&outcome.runs) {
+        assert!(matches!(status, RunStatus::Ran), "{name}: {status:?}");
         assert_eq!(run.dir, root.join(name));
         assert!(run.dir.join("model.safetensors").is_file(), "{name}");
         // Its own resolved recipe, with the grid's values.
@@ -130,8 +130,9 @@ fn a_two_by_two_sweep_writes_four_runs_and_a_matching_report() {
         assert_eq!(recipe["max_steps"].as_i64(), Some(2));
     }
 
-    assert_eq!(outcome.report.markdown, root.join("report.md"));
-    let rows = table_rows(&std::fs::read_to_string(&outcome.report.markdown).unwrap());
+    let report = outcome.report.as_ref().unwrap();
+    assert_eq!(report.markdown, root.join("report.md"));
+    let rows = table_rows(&std::fs::read_to_string(&report.markdown).unwrap());
     assert_eq!(rows.len(), 4);
     for (row, name) in rows.iter().zip(names) {
         assert_eq!(row["run"], name);
@@ -150,8 +151,7 @@ fn a_two_by_two_sweep_writes_four_runs_and_a_matching_report() {
         }
     }
 
-    let plots: Vec<String> = outcome
-        .report
+    let plots: Vec<String> = report
         .plots
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
@@ -165,7 +165,7 @@ fn a_two_by_two_sweep_writes_four_runs_and_a_matching_report() {
     ] {
         assert!(plots.iter().any(|p| p == file), "{file} in {plots:?}");
     }
-    for plot in &outcome.report.plots {
+    for plot in &report.plots {
         let (width, height, drawn) = decode_png(plot);
         let name = plot.file_name().unwrap().to_string_lossy();
         match name.starts_with("eval_vs_") {
@@ -201,7 +201,7 @@ fn a_stopped_sweep_resumes_without_rerunning_finished_runs() {
     let set = dpo_set(&dpo, 1);
     let grid = ["beta=0.05,0.1,0.5"];
     let first = sweep(&recipe, &grid, &set).unwrap();
-    let dirs: Vec<PathBuf> = first.ran.iter().map(|(r, _)| r.dir.clone()).collect();
+    let dirs: Vec<PathBuf> = first.runs.iter().map(|(r, _)| r.dir.clone()).collect();
     let logs: Vec<String> = dirs
         .iter()
         .map(|d| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap())
@@ -215,7 +215,11 @@ fn a_stopped_sweep_resumes_without_rerunning_finished_runs() {
     std::fs::remove_dir_all(&dirs[2]).unwrap();
 
     let resumed = sweep(&recipe, &grid, &set).unwrap();
-    let ran: Vec<bool> = resumed.ran.iter().map(|(_, ran)| *ran).collect();
+    let ran: Vec<bool> = resumed
+        .runs
+        .iter()
+        .map(|(_, status)| matches!(status, RunStatus::Ran))
+        .collect();
     assert_eq!(ran, vec![false, true, true]);
     let log0 = std::fs::read_to_string(dirs[0].join("metrics.jsonl")).unwrap();
     assert_eq!(log0, logs[0], "the finished run was not rerun");
@@ -224,7 +228,7 @@ fn a_stopped_sweep_resumes_without_rerunning_finished_runs() {
         assert!(log.contains("\"train_loss\""), "{} finished", dir.display());
         assert_eq!(log.lines().count(), before.lines().count(), "a fresh log");
     }
-    assert_eq!(resumed.report.runs, dirs);
+    assert_eq!(resumed.report.unwrap().runs, dirs);
 
     // Resuming with other settings would report stale runs: refused.
     let err = sweep(&recipe, &grid, &dpo_set(&dpo, 2)).unwrap_err();
@@ -233,6 +237,26 @@ fn a_stopped_sweep_resumes_without_rerunning_finished_runs() {
         matches!(err, SweepError::Stale { .. }) && message.contains("max_steps"),
         "{message}"
     );
+}
+
+#[test]
+fn a_diverging_run_does_not_stop_the_others() {
+    let out = tempfile::tempdir().unwrap();
+    let dpo = out.path().join("dpo");
+    let recipe = fixture("tiny-gemma/recipe_dpo.yaml");
+    // lr 1e30 makes step 3's gradient NaN (step 1 is warmup at lr 0).
+    let outcome = sweep(&recipe, &["learning_rate=1e30,0.001"], &dpo_set(&dpo, 4)).unwrap();
+    assert!(matches!(outcome.runs[0].1, RunStatus::Failed(_)));
+    assert!(matches!(outcome.runs[1].1, RunStatus::Ran));
+    let failures = outcome.failures();
+    assert_eq!(failures.len(), 1);
+    assert!(failures[0].contains("not finite"), "{failures:?}");
+    // Both are in the report: the failed run with the steps it logged.
+    let report = outcome.report.unwrap();
+    let rows = table_rows(&std::fs::read_to_string(&report.markdown).unwrap());
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["train_loss (mean)"], "-");
+    assert_ne!(rows[1]["train_loss (mean)"], "-");
 }
 
 /// A chained recipe (the fixture's SFT then DPO), with a `sweep:` section.
@@ -292,12 +316,12 @@ fn a_chain_trains_the_stage_the_grid_does_not_change_once() {
         &cpu_device(),
     )
     .unwrap();
-    assert_eq!(outcome.report.runs.len(), 2);
+    assert_eq!(outcome.report.unwrap().runs.len(), 2);
     let sft_folders = std::fs::read_dir(out.path().join("sft/sweep"))
         .unwrap()
         .count();
     assert_eq!(sft_folders, 1);
-    for (run, _) in &outcome.ran {
+    for (run, _) in &outcome.runs {
         let recipe = std::fs::read_to_string(run.dir.join("recipe.yaml")).unwrap();
         let recipe: serde_yaml_ng::Value = serde_yaml_ng::from_str(&recipe).unwrap();
         let model = recipe["model_name_or_path"].as_str().unwrap();

@@ -5,7 +5,9 @@
 //!
 //! Everything that can be wrong with the grid is found before the first run
 //! ([`plan`]). A run whose folders already hold finished models is skipped,
-//! so a sweep that was stopped resumes where it stopped.
+//! so a sweep that was stopped resumes where it stopped. A run that fails
+//! (a learning rate that diverges) does not stop the others: it is reported
+//! with what it logged, and the sweep ends with an error naming it.
 //!
 //! Imports `recipe`, `train` (to run a point, as `align train` does) and
 //! `report`.
@@ -61,18 +63,39 @@ pub enum SweepError {
     Stale { dir: PathBuf, key: String },
     #[error("{0}")]
     Unsupported(String),
-    #[error("run `{name}`: {source}")]
-    Run { name: String, source: Box<RunError> },
     #[error(transparent)]
     Report(#[from] ReportError),
 }
 
-/// What happened to each run, and the report over all of them.
+/// What happened to one run.
+#[derive(Debug)]
+pub enum RunStatus {
+    Ran,
+    /// Already finished: not run again.
+    Skipped,
+    Failed(Box<RunError>),
+}
+
+/// What happened to each run, and the report over those that logged.
 #[derive(Debug)]
 pub struct SweepOutcome {
-    /// Per run, in grid order: whether it ran (false: already finished).
-    pub ran: Vec<(PlannedRun, bool)>,
-    pub report: Report,
+    /// Per run, in grid order.
+    pub runs: Vec<(PlannedRun, RunStatus)>,
+    /// None if no run logged anything.
+    pub report: Option<Report>,
+}
+
+impl SweepOutcome {
+    /// `name: error` of each failed run.
+    pub fn failures(&self) -> Vec<String> {
+        self.runs
+            .iter()
+            .filter_map(|(run, status)| match status {
+                RunStatus::Failed(error) => Some(format!("{}: {error}", run.name)),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// The grid of `recipe`'s `sweep:` section (if any) with `specs` (`--grid`)
@@ -105,14 +128,15 @@ pub fn grid_for(recipe: &Path, specs: &[String]) -> Result<Grid, SweepError> {
 }
 
 /// Runs every point of `plan` in order (finished ones are skipped), then
-/// writes the report into `plan.root`.
+/// writes the report into `plan.root`. A failed run is recorded in the
+/// outcome, not returned as an error: the other points still run.
 pub fn run_sweep<A: AutodiffBackend>(
     plan: &SweepPlan,
     options: &RunOptions,
     device: &A::Device,
 ) -> Result<SweepOutcome, SweepError> {
     let total = plan.runs.len();
-    let mut ran = Vec::with_capacity(total);
+    let mut runs = Vec::with_capacity(total);
     for (index, run) in plan.runs.iter().enumerate() {
         let finished = run.finished();
         eprintln!(
@@ -122,17 +146,36 @@ pub fn run_sweep<A: AutodiffBackend>(
             run.dir.display(),
             if finished { " (finished: skipped)" } else { "" }
         );
-        if !finished {
-            run_recipe::<A>(&plan.recipe, &run.overrides, None, options, false, device).map_err(
-                |source| SweepError::Run {
-                    name: run.name.clone(),
-                    source: Box::new(source),
-                },
-            )?;
+        let status = match finished {
+            true => RunStatus::Skipped,
+            false => run_point::<A>(plan, run, options, device),
+        };
+        if let RunStatus::Failed(error) = &status {
+            eprintln!("sweep {}/{total}: {} failed: {error}", index + 1, run.name);
         }
-        ran.push((run.clone(), !finished));
+        runs.push((run.clone(), status));
     }
-    let dirs: Vec<PathBuf> = plan.runs.iter().map(|r| r.dir.clone()).collect();
-    let report = write_report(&dirs, &plan.root)?;
-    Ok(SweepOutcome { ran, report })
+    let logged: Vec<PathBuf> = plan
+        .runs
+        .iter()
+        .map(|r| r.dir.clone())
+        .filter(|dir| dir.join("metrics.jsonl").is_file())
+        .collect();
+    let report = match logged.is_empty() {
+        true => None,
+        false => Some(write_report(&logged, &plan.root)?),
+    };
+    Ok(SweepOutcome { runs, report })
+}
+
+fn run_point<A: AutodiffBackend>(
+    plan: &SweepPlan,
+    run: &PlannedRun,
+    options: &RunOptions,
+    device: &A::Device,
+) -> RunStatus {
+    match run_recipe::<A>(&plan.recipe, &run.overrides, None, options, false, device) {
+        Ok(_) => RunStatus::Ran,
+        Err(error) => RunStatus::Failed(Box::new(error)),
+    }
 }
