@@ -94,6 +94,7 @@ fn encode_png(path: &Path, pixels: &[u8], (width, height): (u32, u32)) -> Result
     let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width, height);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_compression(png::Compression::High);
     let encoded = encoder
         .write_header()
         .and_then(|mut writer| writer.write_image_data(pixels));
@@ -114,22 +115,24 @@ fn draw_panel<DB: DrawingBackend>(
         .margin(12)
         .x_label_area_size(42)
         .y_label_area_size(64);
+    let corner = legend_corner(panel, x, y);
     if panel.log_x {
         let chart = builder
             .build_cartesian_2d((x.0..x.1).log_scale(), y.0..y.1)
             .map_err(|e| e.to_string())?;
-        draw_series(chart, panel)
+        draw_series(chart, panel, corner)
     } else {
         let chart = builder
             .build_cartesian_2d(x.0..x.1, y.0..y.1)
             .map_err(|e| e.to_string())?;
-        draw_series(chart, panel)
+        draw_series(chart, panel, corner)
     }
 }
 
 fn draw_series<'a, DB, X>(
     mut chart: ChartContext<'a, DB, Cartesian2d<X, RangedCoordf64>>,
     panel: &Panel,
+    legend: SeriesLabelPosition,
 ) -> Result<(), String>
 where
     DB: DrawingBackend + 'a,
@@ -173,7 +176,7 @@ where
             .label_font((FAMILY, 13))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.4))
-            .position(SeriesLabelPosition::UpperRight)
+            .position(legend)
             .draw()
             .map_err(|e| e.to_string())?;
     }
@@ -187,6 +190,68 @@ fn tick(value: f64) -> String {
         true => text.trim_end_matches('0').trim_end_matches('.').to_string(),
         false => text,
     }
+}
+
+/// The corner of the plot where the legend hides the least data: the one
+/// with the fewest points of the lines (sampled along each segment) and
+/// dots, upper right on a tie.
+fn legend_corner(panel: &Panel, x: (f64, f64), y: (f64, f64)) -> SeriesLabelPosition {
+    let scale = |v: f64, (low, high): (f64, f64), log: bool| match log {
+        true => (v.ln() - low.ln()) / (high.ln() - low.ln()),
+        false => (v - low) / (high - low),
+    };
+    let mut points: Vec<(f64, f64)> = Vec::new();
+    for series in &panel.series {
+        let unit: Vec<(f64, f64)> = series
+            .line
+            .iter()
+            .map(|&(px, py)| (scale(px, x, panel.log_x), scale(py, y, false)))
+            .collect();
+        for pair in unit.windows(2) {
+            let ((x0, y0), (x1, y1)) = (pair[0], pair[1]);
+            points.extend((0..16).map(|i| {
+                let t = f64::from(i) / 16.0;
+                (x0 + t * (x1 - x0), y0 + t * (y1 - y0))
+            }));
+        }
+        points.extend(unit.last());
+        points.extend(
+            series
+                .dots
+                .iter()
+                .map(|&(px, py)| (scale(px, x, panel.log_x), scale(py, y, false))),
+        );
+    }
+    let (width, height) = (0.4, (0.1 + 0.06 * panel.series.len() as f64).min(0.6));
+    let corners = [
+        (SeriesLabelPosition::UpperRight, true, true),
+        (SeriesLabelPosition::UpperLeft, false, true),
+        (SeriesLabelPosition::LowerRight, true, false),
+        (SeriesLabelPosition::LowerLeft, false, false),
+    ];
+    let hidden = |right: bool, upper: bool| {
+        points
+            .iter()
+            .filter(|(px, py)| {
+                let in_x = if right {
+                    *px >= 1.0 - width
+                } else {
+                    *px <= width
+                };
+                let in_y = if upper {
+                    *py >= 1.0 - height
+                } else {
+                    *py <= height
+                };
+                in_x && in_y
+            })
+            .count()
+    };
+    corners
+        .into_iter()
+        .min_by_key(|(_, right, upper)| hidden(*right, *upper))
+        .map(|(corner, _, _)| corner)
+        .expect("four corners")
 }
 
 /// The data's extent with a margin; a flat range is widened so the axis
@@ -230,6 +295,34 @@ mod tests {
         assert_eq!(tick(0.8), "0.8");
         assert_eq!(tick(0.104), "0.104");
         assert_eq!(tick(1500.0), "1500");
+    }
+
+    #[test]
+    fn the_legend_goes_where_the_lines_are_not() {
+        let rising = Panel {
+            series: vec![Series {
+                line: vec![(0.0, 0.0), (1.0, 0.5), (2.0, 1.0)],
+                ..Series::default()
+            }],
+            ..Panel::default()
+        };
+        let (x, y) = bounds(&rising);
+        assert!(matches!(
+            legend_corner(&rising, x, y),
+            SeriesLabelPosition::UpperLeft
+        ));
+        let falling = Panel {
+            series: vec![Series {
+                line: vec![(0.0, 1.0), (1.0, 0.5), (2.0, 0.0)],
+                ..Series::default()
+            }],
+            ..Panel::default()
+        };
+        let (x, y) = bounds(&falling);
+        assert!(matches!(
+            legend_corner(&falling, x, y),
+            SeriesLabelPosition::UpperRight
+        ));
     }
 
     #[test]
