@@ -297,6 +297,15 @@ fn a_chain_trains_the_stage_the_grid_does_not_change_once() {
         assert_eq!(run.dir, dpo_dir);
     }
 
+    // --grid replaces the section's key; one value is one run.
+    let grid = grid_for(&recipe, &strings(&["dpo.beta=0.1"])).unwrap();
+    let single = plan(&recipe, &set, grid).unwrap();
+    assert_eq!(single.runs.len(), 1);
+    assert_eq!(
+        single.runs[0].dir,
+        out.path().join("dpo/sweep/dpo.beta=0.1")
+    );
+
     // An SFT key changes both stages: each run has its own SFT model.
     let grid = grid_for(&recipe, &strings(&["sft.learning_rate=0.001,0.002"])).unwrap();
     let both = plan(&recipe, &set, grid).unwrap();

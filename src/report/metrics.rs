@@ -28,9 +28,9 @@ impl RunLog {
     /// error naming its line number.
     pub fn read(dir: &Path) -> Result<RunLog, ReportError> {
         let path = dir.join("metrics.jsonl");
-        let text = std::fs::read_to_string(&path).map_err(|source| ReportError::Io {
+        let text = std::fs::read_to_string(&path).map_err(|error| ReportError::Io {
             path: path.clone(),
-            source,
+            error,
         })?;
         let mut log = RunLog {
             dir: dir.to_path_buf(),

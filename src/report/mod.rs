@@ -27,11 +27,10 @@ use plot::{Panel, Series, draw_png};
 /// Everything that stops a report, naming the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{}:{line}: not a JSON object: {message}", path.display())]
     Line {
@@ -79,18 +78,18 @@ pub fn write_report(dirs: &[PathBuf], out: &Path) -> Result<Report, ReportError>
         .map(|dir| RunLog::read(dir))
         .collect::<Result<Vec<_>, _>>()?;
     let labels = Labels::of(&runs);
-    std::fs::create_dir_all(out).map_err(|source| ReportError::Io {
+    std::fs::create_dir_all(out).map_err(|error| ReportError::Io {
         path: out.to_path_buf(),
-        source,
+        error,
     })?;
     let mut plots = step_plots(&runs, &labels, out)?;
     plots.extend(eval_plots(&runs, &labels, out)?);
     let names: Vec<String> = run_dirs.iter().map(|d| display_name(d, out)).collect();
     let markdown = out.join("report.md");
     let text = render(&runs, &labels, &names, &plots);
-    std::fs::write(&markdown, text).map_err(|source| ReportError::Io {
+    std::fs::write(&markdown, text).map_err(|error| ReportError::Io {
         path: markdown.clone(),
-        source,
+        error,
     })?;
     Ok(Report {
         runs: run_dirs,
@@ -111,9 +110,9 @@ pub fn run_folders(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, ReportError> {
             found.push(dir.clone());
             continue;
         }
-        let entries = std::fs::read_dir(dir).map_err(|source| ReportError::Io {
+        let entries = std::fs::read_dir(dir).map_err(|error| ReportError::Io {
             path: dir.clone(),
-            source,
+            error,
         })?;
         let mut children: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))

@@ -86,9 +86,9 @@ fn register_font_once() {
 }
 
 fn encode_png(path: &Path, pixels: &[u8], (width, height): (u32, u32)) -> Result<(), ReportError> {
-    let io = |source: std::io::Error| ReportError::Io {
+    let io = |error: std::io::Error| ReportError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let file = std::fs::File::create(path).map_err(io)?;
     let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width, height);

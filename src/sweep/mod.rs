@@ -40,18 +40,18 @@ pub enum SweepError {
     Recipe(#[from] RecipeError),
     #[error("nothing to sweep: give --grid KEY=V1,V2,... or a `sweep:` section in the recipe")]
     NothingToSweep,
-    #[error("--grid `{spec}`: {source}")]
+    #[error("--grid `{spec}`: {error}")]
     Value {
         spec: String,
-        source: Box<RecipeError>,
+        error: Box<RecipeError>,
     },
-    #[error("grid point `{name}`: {source}")]
+    #[error("grid point `{name}`: {error}")]
     Point {
         name: String,
-        source: Box<RecipeError>,
+        error: Box<RecipeError>,
     },
     #[error(
-        "--grid `{key}`: every value gives the same recipe, so the runs would not differ \
+        "grid key `{key}`: every value gives the same recipe, so the runs would not differ \
          (is the key ignored, or overridden later?)"
     )]
     NoEffect { key: String },

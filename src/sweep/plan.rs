@@ -112,9 +112,9 @@ fn check_each_value(recipe: &Path, set: &[String], grid: &Grid) -> Result<(), Sw
             let spec = format!("{}={}", axis.key, super::grid::flow(value));
             let mut overrides = set.to_vec();
             overrides.push(spec.clone());
-            Recipe::load(recipe, &overrides).map_err(|source| SweepError::Value {
+            Recipe::load(recipe, &overrides).map_err(|error| SweepError::Value {
                 spec,
-                source: Box::new(source),
+                error: Box::new(error),
             })?;
         }
     }
@@ -158,7 +158,10 @@ fn stage_dirs(
             stage_dirs.push(parent.join(name));
         }
     }
-    if let Some(axis) = changes_something.iter().position(|changes| !changes) {
+    // A single value changes nothing by construction; it only names the run.
+    let no_effect = (0..grid.axes.len())
+        .find(|&axis| grid.axes[axis].values.len() > 1 && !changes_something[axis]);
+    if let Some(axis) = no_effect {
         return Err(SweepError::NoEffect {
             key: grid.axes[axis].key.clone(),
         });
@@ -217,9 +220,9 @@ fn load_point(
     grid: &Grid,
     point: &Point,
 ) -> Result<Recipe, SweepError> {
-    Recipe::load(recipe, overrides).map_err(|source| SweepError::Point {
+    Recipe::load(recipe, overrides).map_err(|error| SweepError::Point {
         name: grid.folder_name(point, &(0..grid.axes.len()).collect::<Vec<_>>()),
-        source: Box::new(source),
+        error: Box::new(error),
     })
 }
 
