@@ -11,5 +11,7 @@ pub mod generate;
 pub mod log;
 pub mod model;
 pub mod recipe;
+pub mod report;
 pub mod summary;
+pub mod sweep;
 pub mod train;

@@ -139,14 +139,26 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
-    /// Hyperparameter ablations over a grid of recipe keys.
+    /// Hyperparameter ablations: every combination of the grid's values, one
+    /// run each in output_dir/sweep/KEY=VALUE,.../, then a report.
     Sweep {
         recipe: PathBuf,
+        /// A recipe key and its values (YAML each; adds to or replaces the
+        /// recipe's `sweep:` section). Repeat for a product of grids.
         #[arg(long = "grid", value_name = "KEY=V1,V2")]
         grid: Vec<String>,
+        #[command(flatten)]
+        flags: RunFlags,
     },
-    /// Compare finished runs: a table and plots.
-    Report { dirs: Vec<PathBuf> },
+    /// Compare finished runs: report.md (a table) and PNG plots.
+    Report {
+        /// Run folders (with metrics.jsonl), or folders of runs such as output_dir/sweep.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where report.md and the plots go.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
     /// Print a Hugging Face Gemma folder's shape, parameter count and the
     /// language-model loss of one forward pass over a sample text.
     Inspect {
@@ -259,8 +271,16 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Sweep { .. } => not_yet("sweep"),
-        Command::Report { .. } => not_yet("report"),
+        Command::Sweep {
+            recipe,
+            grid,
+            flags,
+        } => sweep(&recipe, &grid, &flags),
+        Command::Report { dirs, out } => {
+            let report = align::report::write_report(&dirs, &out)?;
+            println!("{}", report.markdown.display());
+            Ok(())
+        }
     }
 }
 
@@ -313,10 +333,54 @@ fn cuda_train(_: &Path, _: &RunFlags, _: Option<StageKind>, _: &RunOptions, _: b
     )
 }
 
-fn report(results: &[StageResult]) {
-    print!("{}", align::summary::report(results));
+/// Plans the whole sweep (every grid value checked) before the first run.
+fn sweep(recipe: &Path, grid: &[String], flags: &RunFlags) -> Result<()> {
+    if let Some(devices) = &flags.devices {
+        bail!("--devices {devices}: data parallelism is not implemented yet");
+    }
+    let grid = align::sweep::grid_for(recipe, grid)?;
+    let plan = align::sweep::plan(recipe, &flags.set, grid)?;
+    let options = flags.options(false);
+    let outcome = match flags.backend.as_deref() {
+        None | Some("flex") | Some("cpu") | Some("ndarray") => {
+            align::sweep::run_sweep::<CpuTrain>(&plan, &options, &cpu_device())?
+        }
+        Some("cuda") => cuda_sweep(&plan, &options)?,
+        Some(other) => bail!("--backend {other}: expected flex (CPU) or cuda"),
+    };
+    if let Some(report) = &outcome.report {
+        println!("{}", report.markdown.display());
+    }
+    let failures = outcome.failures();
+    if !failures.is_empty() {
+        bail!(
+            "{} of {} runs failed: {}",
+            failures.len(),
+            outcome.runs.len(),
+            failures.join("; ")
+        );
+    }
+    Ok(())
 }
 
-fn not_yet(command: &str) -> Result<()> {
-    bail!("`align {command}` is not implemented yet")
+#[cfg(feature = "cuda")]
+fn cuda_sweep(
+    plan: &align::sweep::SweepPlan,
+    options: &RunOptions,
+) -> Result<align::sweep::SweepOutcome> {
+    let device = Default::default();
+    Ok(align::sweep::run_sweep::<align::backend::CudaTrain>(
+        plan, options, &device,
+    )?)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_sweep(_: &align::sweep::SweepPlan, _: &RunOptions) -> Result<align::sweep::SweepOutcome> {
+    bail!(
+        "--backend cuda: this binary was built without the `cuda` feature (cargo build --release --features cuda)"
+    )
+}
+
+fn report(results: &[StageResult]) {
+    print!("{}", align::summary::report(results));
 }

@@ -41,7 +41,10 @@ impl Recipe {
     ) -> Result<Recipe, RecipeError> {
         let cli = split_scoped(Override::parse_all(overrides)?);
         let file = read_source(path)?;
-        let map = parse_mapping(&file)?;
+        let mut map = parse_mapping(&file)?;
+        // Read by `align sweep` only (src/sweep); every other command runs the
+        // recipe as it is.
+        map.shift_remove("sweep");
         let mut warnings = Vec::new();
         let chained = map.contains_key("stages");
         let stages = if chained {
