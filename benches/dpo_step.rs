@@ -62,6 +62,7 @@ fn batch(step: usize) -> PreferenceBatch {
             input_ids: ids,
             attention_mask: vec![1; rows * SEQ],
             scored,
+            positions: None,
         },
         reference_logps: None,
     }

@@ -55,10 +55,17 @@ fn the_default_recipe_runs_sft_then_dpo_end_to_end() {
         (first - ln_vocab).abs() < 0.5,
         "step-1 SFT loss {first} vs ln(vocab) {ln_vocab}"
     );
-    // DPO starts from the SFT model as policy and reference: step-1 loss is ln 2,
-    // and the final eval (do_eval) reports reward accuracies.
+    // DPO starts from the SFT model as policy and reference: the eval before
+    // training (eval_on_start) has loss ln 2 and zero rewards, so no pair is
+    // ranked right (accuracy counts strict wins); step-1 loss is ln 2 too.
     let dpo_log = read_jsonl(&dpo.join("metrics.jsonl"));
-    assert!((dpo_log[0]["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-6);
+    let before = &dpo_log[0];
+    assert_eq!(before["step"], 0);
+    assert!((before["eval_loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-6);
+    assert_eq!(before["eval_rewards/accuracies"].as_f64(), Some(0.0));
+    assert_eq!(before["eval_rewards/margins"].as_f64(), Some(0.0));
+    let first_step = dpo_log.iter().find(|e| e.get("loss").is_some()).unwrap();
+    assert!((first_step["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-6);
     assert!(
         dpo_log
             .iter()

@@ -109,6 +109,9 @@ pub struct SftBatch {
     /// unscored positions). The loss reads label t+1 at logits t.
     pub labels: Vec<i64>,
     pub indices: Vec<usize>,
+    /// Position ids per row when a row packs several conversations (they
+    /// restart at each); `None`: `0..seq_len` everywhere.
+    pub positions: Option<Vec<Vec<usize>>>,
 }
 
 impl SftBatch {
@@ -126,6 +129,12 @@ impl SftBatch {
             attention_mask: Vec::with_capacity(examples.len() * seq_len),
             labels: Vec::with_capacity(examples.len() * seq_len),
             indices: indices.to_vec(),
+            positions: examples.iter().any(|e| !e.documents.is_empty()).then(|| {
+                examples
+                    .iter()
+                    .map(|e| positions(&e.documents, seq_len))
+                    .collect()
+            }),
         };
         for example in examples {
             let pad = seq_len - example.input_ids.len();
@@ -157,6 +166,15 @@ impl SftBatch {
             .map(|row| row.iter().skip(1).filter(|l| **l != IGNORE_INDEX).count())
             .sum()
     }
+}
+
+/// Positions restarting at each document; padding continues the last one.
+fn positions(documents: &[usize], seq_len: usize) -> Vec<usize> {
+    let mut out: Vec<usize> = documents.iter().flat_map(|&n| 0..n).collect();
+    let next = out.last().map_or(0, |p| p + 1);
+    let pad = seq_len.saturating_sub(out.len());
+    out.extend(next..next + pad);
+    out
 }
 
 fn padded<I: Iterator<Item = i64>>(values: I, pad: usize, fill: i64) -> impl Iterator<Item = i64> {
@@ -242,6 +260,7 @@ mod tests {
             labels: ids.iter().map(|t| i64::from(*t)).collect(),
             truncated: false,
             full_length: ids.len(),
+            documents: Vec::new(),
         };
         let (a, b) = (example(&[2, 3, 4]), example(&[2, 5]));
         let batch = SftBatch::collate(&[&a, &b], &[0, 1], 0);

@@ -240,6 +240,10 @@ pub fn prepare_sft(
             Ok(Prepared { example, dropped })
         })
         .collect::<Result<Vec<_>, DataError>>()?;
+    let rows = match (stage.sft.packing, pre.max_length) {
+        (true, Some(max_length)) => pack_rows(rows, max_length),
+        _ => rows,
+    };
     non_empty(
         PreparedSplit { role, rows },
         "no label left after truncation",
@@ -298,6 +302,8 @@ impl PackedSplit {
             labels: sequence.input_ids.iter().map(|&t| i64::from(t)).collect(),
             truncated: false,
             full_length: sequence.input_ids.len(),
+            // TRL 0.7.10 lets packed conversations attend to each other.
+            documents: Vec::new(),
         }
     }
 }
@@ -453,4 +459,20 @@ pub fn role_name(role: SplitRole) -> &'static str {
         SplitRole::Train => "train",
         SplitRole::Test => "test",
     }
+}
+
+/// `packing: true` (trl-1): the kept rows packed by Best Fit Decreasing.
+fn pack_rows(rows: Vec<Prepared<SftExample>>, max_length: usize) -> Vec<Prepared<SftExample>> {
+    let kept: Vec<SftExample> = rows
+        .into_iter()
+        .filter(|row| row.dropped.is_none())
+        .map(|row| row.example)
+        .collect();
+    crate::data::tokenize::bfd::pack_bfd(&kept, max_length)
+        .into_iter()
+        .map(|example| Prepared {
+            example,
+            dropped: None,
+        })
+        .collect()
 }

@@ -325,12 +325,6 @@ impl Ctx<'_> {
                 ));
             }
         }
-        if stage.kind == StageKind::Sft && stage.sft.packing && stage.ext.compat == Compat::Trl1 {
-            return Err(self.invalid(
-                "packing",
-                "packing with compat trl-1 is not implemented yet",
-            ));
-        }
         Ok(())
     }
 }

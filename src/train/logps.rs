@@ -30,6 +30,9 @@ pub struct ScoredBatch {
     /// `[rows × width]`: token `t` is scored (completion token for DPO, label
     /// for SFT). Position 0 is never scored: nothing predicts it.
     pub scored: Vec<bool>,
+    /// Position ids per row for packed rows (restarting per conversation,
+    /// which also separates their attention); `None`: `0..width`.
+    pub positions: Option<Vec<Vec<usize>>>,
 }
 
 impl ScoredBatch {
@@ -95,7 +98,11 @@ pub fn sequence_logps<B: Backend>(
         TensorData::new(batch.attention_mask.clone(), [rows, width]),
         device,
     );
-    let hidden = model.forward_hidden(ForwardInput::new(ids, Some(mask)));
+    let hidden = model.forward_hidden(ForwardInput {
+        input_ids: ids,
+        attention_mask: Some(mask),
+        positions: batch.positions.clone(),
+    });
     let hidden_size = hidden.dims()[2];
     let hidden = hidden.reshape([rows * width, hidden_size]);
 

@@ -722,6 +722,7 @@ fn preference_batch(batch: &DpoBatch) -> PreferenceBatch {
             input_ids: batch.input_ids.clone(),
             attention_mask: batch.attention_mask.clone(),
             scored: batch.completion_mask.iter().map(|&m| m != 0).collect(),
+            positions: None,
         },
         reference_logps: None,
     }
@@ -742,5 +743,6 @@ fn sft_batch(batch: &SftBatch) -> ScoredBatch {
             .enumerate()
             .map(|(i, &label)| i % width.max(1) != 0 && label != IGNORE_INDEX)
             .collect(),
+        positions: batch.positions.clone(),
     }
 }

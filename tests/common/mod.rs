@@ -87,6 +87,7 @@ pub fn padded_batch(sequences: &[(Vec<i64>, Vec<bool>)]) -> align::train::logps:
         input_ids: vec![0; n * width],
         attention_mask: vec![0; n * width],
         scored: vec![false; n * width],
+        positions: None,
     };
     for (r, (ids, scored)) in sequences.iter().enumerate() {
         for (t, (&id, &s)) in ids.iter().zip(scored).enumerate() {

@@ -12,6 +12,7 @@
 //!
 //! `prepare.rs` picks one set once, from the stage's `compat`.
 
+pub mod bfd;
 pub mod dpo;
 pub mod pack;
 pub mod sft;

@@ -30,6 +30,9 @@ pub struct SftExample {
     pub truncated: bool,
     /// Token count before truncation.
     pub full_length: usize,
+    /// With `packing` (trl-1): the lengths of the conversations packed in
+    /// this row, each with its own positions and attention; empty: one.
+    pub documents: Vec<usize>,
 }
 
 impl SftExample {
@@ -97,6 +100,7 @@ pub fn tokenize_sft(
         labels: truncate(&labels, ctx.max_length, TruncationMode::KeepStart),
         truncated,
         full_length: ids.len(),
+        documents: Vec::new(),
     })
 }
 

@@ -5,7 +5,7 @@
 use crate::model::ops::softmax;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, DType, Int, Tensor};
+use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
 
 use super::linear::Linear;
 use super::rope::RopeTable;
@@ -58,6 +58,37 @@ impl<B: Backend> AttentionMask<B> {
             None => future,
         };
         Self { blocked }
+    }
+
+    /// Also blocks attention between the documents of packed rows: a new
+    /// document starts wherever the position id is 0 (as flash attention's
+    /// varlen path reads `position_ids`). Rows of one document are unchanged.
+    pub fn within_documents(self, positions: &[Vec<usize>], device: &B::Device) -> Self {
+        let packed = positions
+            .iter()
+            .any(|row| row.iter().skip(1).any(|&p| p == 0));
+        if !packed {
+            return self;
+        }
+        let seq = positions.first().map_or(0, Vec::len);
+        let mut across = Vec::with_capacity(positions.len() * seq * seq);
+        for row in positions {
+            let document: Vec<usize> = row
+                .iter()
+                .scan(0usize, |count, &p| {
+                    *count += usize::from(p == 0);
+                    Some(*count)
+                })
+                .collect();
+            for q in &document {
+                across.extend(document.iter().map(|k| k != q));
+            }
+        }
+        let shape = [positions.len(), 1, seq, seq];
+        let across = Tensor::<B, 4, Bool>::from_data(TensorData::new(across, shape), device);
+        Self {
+            blocked: self.blocked.bool_or(across),
+        }
     }
 
     /// `new` positions following `past` cached ones (one unpadded row): query

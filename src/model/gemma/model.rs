@@ -107,7 +107,10 @@ impl<B: Backend> Gemma<B> {
             Some(rows) => self.rope.table(rows, dtype, &device),
             None => self.rope.table_for_length(seq, dtype, &device),
         };
-        let mask = AttentionMask::causal(input.attention_mask, batch, seq, &device);
+        let mut mask = AttentionMask::causal(input.attention_mask, batch, seq, &device);
+        if let Some(rows) = &input.positions {
+            mask = mask.within_documents(rows, &device);
+        }
         let mut x = self.embed_tokens.forward(input.input_ids) * self.embedding_scale(dtype);
         for layer in &self.layers {
             x = layer.forward(x, &rope, &mask);
