@@ -10,5 +10,6 @@ pub mod data;
 pub mod generate;
 pub mod log;
 pub mod model;
+pub mod plan;
 pub mod recipe;
 pub mod train;
