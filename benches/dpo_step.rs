@@ -121,7 +121,11 @@ fn main() {
         let started = Instant::now();
         let one = vec![b.clone()];
         let epochs = |_: usize| one.clone();
+        // `fit` continues from the trainer's state: start each call afresh
+        // so that it runs exactly one optimizer step.
+        trainer.state = Default::default();
         model = trainer.fit(model, &epochs, &[]).expect("step").0;
+        assert_eq!(trainer.state.step, 1, "one optimizer step per timed call");
         let seconds = started.elapsed().as_secs_f64();
         eprintln!(
             "step {:>2} {}: {seconds:.3}s",

@@ -10,6 +10,7 @@ pub mod data;
 pub mod generate;
 pub mod log;
 pub mod model;
+pub mod plan;
 pub mod recipe;
 pub mod report;
 pub mod summary;

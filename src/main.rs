@@ -8,12 +8,14 @@ use std::process::ExitCode;
 use align::backend::{Cpu, CpuTrain, cpu_device};
 use align::generate::session::{answer_file, answer_one, chat};
 use align::generate::{Generator, SamplingSettings};
+use align::plan::devices::parse_bytes;
+use align::plan::{DeviceRequest, PlanRequest, make_plan};
 use align::recipe::StageKind;
 use align::train::resume::ResumeFrom;
 use align::train::run::{StageResult, run_recipe};
 use align::train::stage::RunOptions;
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -65,6 +67,27 @@ impl RunFlags {
     }
 }
 
+/// `--dry-run` and its options (train, sft, dpo).
+#[derive(Args, Clone, Debug)]
+struct PlanFlags {
+    /// Resolve everything, print the plan and the memory estimate, run nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// How --dry-run prints the plan: text, or json (one object on stdout).
+    #[arg(long, value_enum, default_value = "text", requires = "dry_run")]
+    format: PlanFormat,
+    /// Memory of one device for the --dry-run verdict, e.g. 80GB or 141GB
+    /// (default: 80 GB per GPU; on CPU this machine's RAM).
+    #[arg(long, value_name = "SIZE", requires = "dry_run")]
+    device_memory: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PlanFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run every stage of a chained recipe (SFT then DPO), or the one stage of a handbook config.
@@ -72,9 +95,8 @@ enum Command {
         recipe: PathBuf,
         #[command(flatten)]
         flags: RunFlags,
-        /// Resolve everything, print the plan and the memory estimate, run nothing.
-        #[arg(long)]
-        dry_run: bool,
+        #[command(flatten)]
+        plan: PlanFlags,
         /// Rerun stages whose output_dir already holds a finished model.
         #[arg(long)]
         force: bool,
@@ -84,16 +106,16 @@ enum Command {
         config: PathBuf,
         #[command(flatten)]
         flags: RunFlags,
-        #[arg(long)]
-        dry_run: bool,
+        #[command(flatten)]
+        plan: PlanFlags,
     },
     /// One DPO stage from a handbook-style config.
     Dpo {
         config: PathBuf,
         #[command(flatten)]
         flags: RunFlags,
-        #[arg(long)]
-        dry_run: bool,
+        #[command(flatten)]
+        plan: PlanFlags,
     },
     /// Evaluation only (eval split), metrics with the eval_ prefix.
     Eval {
@@ -192,19 +214,19 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train {
             recipe,
             flags,
-            dry_run,
+            plan,
             force,
-        } => train(&recipe, &flags, None, dry_run, force),
+        } => train(&recipe, &flags, None, &plan, force),
         Command::Sft {
             config,
             flags,
-            dry_run,
-        } => train(&config, &flags, Some(StageKind::Sft), dry_run, true),
+            plan,
+        } => train(&config, &flags, Some(StageKind::Sft), &plan, true),
         Command::Dpo {
             config,
             flags,
-            dry_run,
-        } => train(&config, &flags, Some(StageKind::Dpo), dry_run, true),
+            plan,
+        } => train(&config, &flags, Some(StageKind::Dpo), &plan, true),
         Command::Eval { config, flags } => {
             let options = flags.options(true);
             let results =
@@ -289,11 +311,11 @@ fn train(
     path: &Path,
     flags: &RunFlags,
     kind: Option<StageKind>,
-    dry_run: bool,
+    plan: &PlanFlags,
     force: bool,
 ) -> Result<()> {
-    if dry_run {
-        bail!("--dry-run is not implemented yet");
+    if plan.dry_run {
+        return dry_run(path, flags, kind, plan);
     }
     if let Some(devices) = &flags.devices {
         bail!("--devices {devices}: data parallelism is not implemented yet");
@@ -309,6 +331,31 @@ fn train(
         Some("cuda") => cuda_train(path, flags, kind, &options, force),
         Some(other) => bail!("--backend {other}: expected flex (CPU) or cuda"),
     }
+}
+
+/// `--dry-run`: the plan of every stage, as text or one JSON object.
+fn dry_run(path: &Path, flags: &RunFlags, kind: Option<StageKind>, plan: &PlanFlags) -> Result<()> {
+    let memory_bytes = plan.device_memory.as_deref().map(parse_bytes).transpose()?;
+    let request = PlanRequest {
+        path,
+        overrides: &flags.set,
+        kind,
+        devices: DeviceRequest {
+            devices: flags.devices.clone(),
+            backend: flags.backend.clone(),
+            memory_bytes,
+        },
+        quiet: flags.quiet,
+    };
+    let made = make_plan(&request).with_context(|| format!("planning {}", path.display()))?;
+    for warning in &made.warnings {
+        eprintln!("warning: {warning}");
+    }
+    match plan.format {
+        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&made)?),
+        PlanFormat::Text => print!("{}", align::plan::report::render(&made)),
+    }
+    Ok(())
 }
 
 #[cfg(feature = "cuda")]

@@ -15,8 +15,9 @@ use burn::tensor::{DType, Int, Tensor, TensorData};
 
 use crate::model::gemma::{ForwardInput, Gemma};
 
-/// Upper bound on the logits elements of one chunk (128 MiB in fp32).
-const CHUNK_ELEMENTS: usize = 32 * 1024 * 1024;
+/// Upper bound on the logits elements of one chunk (128 MiB in fp32); the
+/// memory plan (`plan::memory`) sizes the backward's transient buffers by it.
+pub const CHUNK_ELEMENTS: usize = 32 * 1024 * 1024;
 
 /// A right-padded batch and which of its tokens are scored, on the host.
 #[derive(Clone, Debug, PartialEq)]
