@@ -138,6 +138,10 @@ pub fn run_sweep<A: AutodiffBackend>(
     let total = plan.runs.len();
     let mut runs = Vec::with_capacity(total);
     for (index, run) in plan.runs.iter().enumerate() {
+        if crate::train::interrupt::requested() {
+            eprintln!("sweep: interrupted; the same command continues where it stopped");
+            break;
+        }
         let finished = run.finished();
         eprintln!(
             "sweep {}/{total}: {} -> {}{}",

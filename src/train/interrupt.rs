@@ -14,9 +14,11 @@ pub fn requested() -> bool {
     flag().load(Ordering::SeqCst)
 }
 
-/// Clears a request (a new stage starts, or a test ran).
-pub fn reset() {
-    flag().store(false, Ordering::SeqCst);
+/// Installs the handlers (a run is about to train). A request is never
+/// cleared: after Ctrl-C, every later stage or sweep point of the process
+/// stops too.
+pub fn install() {
+    flag();
 }
 
 fn flag() -> &'static Arc<AtomicBool> {

@@ -171,14 +171,14 @@ fn token_mean(stats: &[SequenceStats], value: impl Fn(&SequenceStats) -> f64) ->
     stats.iter().map(value).sum::<f64>() / tokens as f64
 }
 
-fn mean(values: &[f64]) -> f64 {
+pub(crate) fn mean(values: &[f64]) -> f64 {
     if values.is_empty() {
         return 0.0;
     }
     values.iter().sum::<f64>() / values.len() as f64
 }
 
-fn host<B: Backend>(tensor: Tensor<B, 1>) -> Vec<f64> {
+pub(crate) fn host<B: Backend>(tensor: Tensor<B, 1>) -> Vec<f64> {
     tensor
         .into_data()
         .convert::<f64>()

@@ -365,7 +365,7 @@ fn fit<A: AutodiffBackend, O: Objective<A>, E>(
         },
         stop_after_step: options.stop_after_step,
     };
-    interrupt::reset();
+    interrupt::install();
     if stage.training.eval_on_start && trainer.state.step == 0 && !eval.is_empty() {
         trainer.evaluate(&policy, eval, 0.0, 0)?;
     }

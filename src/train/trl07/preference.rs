@@ -20,7 +20,7 @@ use crate::model::gemma::Gemma;
 use crate::train::dpo::PairLogps;
 use crate::train::logps::{SequenceLogps, SequenceStats, sequence_logps};
 use crate::train::objective::{Metrics, Objective};
-use crate::train::preference::{DpoObjective, PreferenceBatch, scalar};
+use crate::train::preference::{DpoObjective, PreferenceBatch, host, mean, scalar};
 
 pub struct Trl07DpoObjective<A: AutodiffBackend> {
     /// The reference model and device (its TRL 1.x loss spec is not used).
@@ -118,19 +118,4 @@ pub fn preference_loss<B: Backend>(
 fn whole_tensor_mean(stats: &[SequenceStats], width: usize) -> f64 {
     let cells = (stats.len() * width).max(1);
     stats.iter().map(|s| s.position_logits_sum).sum::<f64>() / cells as f64
-}
-
-fn mean(values: &[f64]) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.iter().sum::<f64>() / values.len() as f64
-}
-
-fn host<B: Backend>(tensor: Tensor<B, 1>) -> Vec<f64> {
-    tensor
-        .into_data()
-        .convert::<f64>()
-        .to_vec::<f64>()
-        .expect("f64 values")
 }
