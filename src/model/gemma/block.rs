@@ -28,11 +28,7 @@ impl<B: Backend> DecoderLayer<B> {
         let attended = self
             .self_attn
             .forward(self.input_layernorm.forward(x.clone()), rope, mask);
-        let x = x + attended;
-        let transformed = self
-            .mlp
-            .forward(self.post_attention_layernorm.forward(x.clone()));
-        x + transformed
+        self.mlp_residual(x + attended)
     }
 
     /// [`DecoderLayer::forward`] for generation, with this layer's KV cache.
@@ -44,7 +40,11 @@ impl<B: Backend> DecoderLayer<B> {
         cache: &mut Option<KeyValues<B>>,
     ) -> Tensor<B, 3> {
         let normed = self.input_layernorm.forward(x.clone());
-        let x = x + self.self_attn.forward_cached(normed, rope, mask, cache);
+        self.mlp_residual(x + self.self_attn.forward_cached(normed, rope, mask, cache))
+    }
+
+    /// The second half of the layer: pre-norm MLP with its residual.
+    fn mlp_residual(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let transformed = self
             .mlp
             .forward(self.post_attention_layernorm.forward(x.clone()));
