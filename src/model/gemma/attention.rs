@@ -91,6 +91,16 @@ impl<B: Backend> AttentionMask<B> {
         }
     }
 
+    /// The same mask repeated for each of `heads` query heads, so that every
+    /// layer fills its scores through a mask of their exact shape: a
+    /// broadcast mask is copied out in full by each masked fill on the CPU,
+    /// forward and backward, in every layer.
+    pub fn for_heads(self, heads: usize) -> Self {
+        Self {
+            blocked: self.blocked.repeat_dim(1, heads),
+        }
+    }
+
     /// `new` positions following `past` cached ones (one unpadded row): query
     /// `i` sees keys `0..=past + i`. Shape `[1, 1, new, past + new]`.
     pub fn after(past: usize, new: usize, device: &B::Device) -> Self {
@@ -166,12 +176,13 @@ impl<B: Backend> Attention<B> {
             kv_heads,
             head_dim,
         } = self.shape;
-        let split =
-            |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, head_dim]).swap_dims(1, 2);
+        // Rotated while still `[batch, seq, heads, head_dim]` (see `rope`);
+        // heads move to the front as a view the matmuls read with strides.
+        let split = |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, head_dim]);
         let q = rope.apply(split(self.q_proj.forward(x.clone()), heads));
         let k = rope.apply(split(self.k_proj.forward(x.clone()), kv_heads));
         let v = split(self.v_proj.forward(x), kv_heads);
-        (q, k, v)
+        (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2))
     }
 
     /// Scaled dot-product attention of `q` over `k`/`v`, softmax in fp32.
@@ -262,8 +273,14 @@ mod tests {
         };
         let attention = Attention::new(zero, eye(), eye(), eye(), shape);
         let x = Tensor::<Cpu, 3>::from_data([[[2.0, 0.0], [4.0, 2.0], [6.0, 10.0]]], &device);
+        let shape = super::super::rope::TableShape {
+            batch: 1,
+            query_heads: 1,
+            kv_heads: 1,
+        };
         let rope = super::super::rope::Rope::new(2, 10_000.0).table_for_length::<Cpu>(
             3,
+            shape,
             DType::F32,
             &device,
         );

@@ -2,11 +2,12 @@
 
 use burn::module::Module;
 use burn::tensor::Tensor;
-use burn::tensor::activation::{gelu, gelu_approximate};
+use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 
 use super::Activation;
 use super::linear::Linear;
+use crate::model::ops::gelu_tanh;
 
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
@@ -36,7 +37,7 @@ impl<B: Backend> Mlp<B> {
         let gate = self.gate_proj.forward(x.clone());
         let gate = match self.activation {
             Activation::GeluExact => gelu(gate),
-            Activation::GeluTanh => gelu_approximate(gate),
+            Activation::GeluTanh => gelu_tanh(gate),
         };
         self.down_proj.forward(gate * self.up_proj.forward(x))
     }

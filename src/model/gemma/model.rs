@@ -16,7 +16,7 @@ use super::block::DecoderLayer;
 use super::embedding::Embedding;
 use super::linear::Linear;
 use super::norm::RmsNorm;
-use super::rope::{Rope, RopeTable};
+use super::rope::{Rope, RopeTable, TableShape};
 
 /// Inputs of one forward pass.
 #[derive(Clone, Debug)]
@@ -103,14 +103,16 @@ impl<B: Backend> Gemma<B> {
         let [batch, seq] = input.input_ids.dims();
         let device = input.input_ids.device();
         let dtype = self.dtype();
+        let shape = self.table_shape(batch);
         let rope: RopeTable<B> = match &input.positions {
-            Some(rows) => self.rope.table(rows, dtype, &device),
-            None => self.rope.table_for_length(seq, dtype, &device),
+            Some(rows) => self.rope.table(rows, shape, dtype, &device),
+            None => self.rope.table_for_length(seq, shape, dtype, &device),
         };
         let mut mask = AttentionMask::causal(input.attention_mask, batch, seq, &device);
         if let Some(rows) = &input.positions {
             mask = mask.within_documents(rows, &device);
         }
+        let mask = mask.for_heads(self.config.num_attention_heads);
         let mut x = self.embed_tokens.forward(input.input_ids) * self.embedding_scale(dtype);
         for layer in &self.layers {
             x = layer.forward(x, &rope, &mask);
@@ -156,7 +158,9 @@ impl<B: Backend> Gemma<B> {
         let dtype = self.dtype();
         let past = cache.len;
         let positions = vec![(past..past + new).collect::<Vec<_>>()];
-        let rope = self.rope.table(&positions, dtype, &device);
+        let rope = self
+            .rope
+            .table(&positions, self.table_shape(1), dtype, &device);
         let mask = AttentionMask::after(past, new, &device);
         if cache.layers.len() != self.layers.len() {
             cache.layers = vec![None; self.layers.len()];
@@ -178,6 +182,15 @@ impl<B: Backend> Gemma<B> {
         let logits = self.logits(hidden.reshape([batch * seq, width]));
         let vocab = logits.dims()[1];
         logits.reshape([batch, seq, vocab])
+    }
+
+    /// The projections a forward pass of `batch` rows rotates.
+    fn table_shape(&self, batch: usize) -> TableShape {
+        TableShape {
+            batch,
+            query_heads: self.config.num_attention_heads,
+            kv_heads: self.config.num_key_value_heads,
+        }
     }
 
     /// `sqrt(hidden_size)`, rounded to the activation dtype first as

@@ -6,6 +6,15 @@
 //! The cos/sin tables are computed on the host in fp32, like transformers'
 //! `GemmaRotaryEmbedding` (which disables autocast for them), then cast to the
 //! activation dtype.
+//!
+//! The rotation is applied to the projections in their natural
+//! `[batch, seq, heads, head_dim]` layout, before heads move to the front,
+//! against tables already repeated to that exact shape: every product is then
+//! between two contiguous tensors of one shape, which CPU backends run as a
+//! plain vector loop instead of a strided, broadcasting walk (the walk cost
+//! more than the attention matmuls on the CPU bench). The sign of
+//! `rotate_half` is folded into the sin table: `rotate_half(x)·sin` is
+//! `swap_halves(x)·(−sin₁, sin₂)`, bit for bit the same products.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
@@ -16,12 +25,27 @@ pub struct Rope {
     inv_freq: Vec<f32>,
 }
 
-/// cos and sin for a batch of positions, shaped `[batch or 1, 1, seq, head_dim]`
-/// so they broadcast over heads (and over the batch when all rows share positions).
+/// Which projections a table will rotate: the batch and every head count
+/// (query heads, key/value heads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableShape {
+    pub batch: usize,
+    pub query_heads: usize,
+    pub kv_heads: usize,
+}
+
+/// cos and signed sin for one head count, shaped `[batch, seq, heads, head_dim]`.
+#[derive(Clone, Debug)]
+struct Factors<B: Backend> {
+    heads: usize,
+    cos: Tensor<B, 4>,
+    signed_sin: Tensor<B, 4>,
+}
+
+/// The rotation of one forward pass, for each head count of the model.
 #[derive(Clone, Debug)]
 pub struct RopeTable<B: Backend> {
-    cos: Tensor<B, 4>,
-    sin: Tensor<B, 4>,
+    factors: Vec<Factors<B>>,
 }
 
 impl Rope {
@@ -36,10 +60,12 @@ impl Rope {
         Self { inv_freq }
     }
 
-    /// Tables for rows of positions (each inner vector one row, all the same length).
+    /// Tables for rows of positions (each inner vector one row, all the same
+    /// length): one row shared by the whole batch, or one row per sequence.
     pub fn table<B: Backend>(
         &self,
         positions: &[Vec<usize>],
+        shape: TableShape,
         dtype: DType,
         device: &B::Device,
     ) -> RopeTable<B> {
@@ -47,53 +73,75 @@ impl Rope {
         let seq = positions.first().map_or(0, Vec::len);
         let half = self.inv_freq.len();
         let mut cos = Vec::with_capacity(rows * seq * half * 2);
-        let mut sin = Vec::with_capacity(rows * seq * half * 2);
+        let mut signed_sin = Vec::with_capacity(rows * seq * half * 2);
         for row in positions {
             assert_eq!(row.len(), seq, "every row of positions has the same length");
             for &position in row {
                 let angles: Vec<f32> = self.inv_freq.iter().map(|f| f * position as f32).collect();
                 // emb = cat(freqs, freqs): both halves use the same angles.
-                for _ in 0..2 {
+                for sign in [-1.0f32, 1.0] {
                     cos.extend(angles.iter().map(|a| a.cos()));
-                    sin.extend(angles.iter().map(|a| a.sin()));
+                    signed_sin.extend(angles.iter().map(|a| sign * a.sin()));
                 }
             }
         }
-        let shape = [rows, 1, seq, 2 * half];
-        let make = |values: Vec<f32>| {
-            Tensor::<B, 4>::from_data(TensorData::new(values, shape), (device, DType::F32))
-                .cast(dtype)
+        let dims = [rows, seq, 1, 2 * half];
+        let upload = |values: Vec<f32>| {
+            let table =
+                Tensor::<B, 4>::from_data(TensorData::new(values, dims), (device, DType::F32))
+                    .cast(dtype);
+            if rows == 1 {
+                table.repeat_dim(0, shape.batch)
+            } else {
+                table
+            }
         };
-        RopeTable {
-            cos: make(cos),
-            sin: make(sin),
+        let (cos, signed_sin) = (upload(cos), upload(signed_sin));
+        let mut factors: Vec<Factors<B>> = Vec::new();
+        for heads in [shape.query_heads, shape.kv_heads] {
+            if factors.iter().all(|f| f.heads != heads) {
+                factors.push(Factors {
+                    heads,
+                    cos: cos.clone().repeat_dim(2, heads),
+                    signed_sin: signed_sin.clone().repeat_dim(2, heads),
+                });
+            }
         }
+        RopeTable { factors }
     }
 
     /// The same positions `0..seq` for every row.
     pub fn table_for_length<B: Backend>(
         &self,
         seq: usize,
+        shape: TableShape,
         dtype: DType,
         device: &B::Device,
     ) -> RopeTable<B> {
-        self.table(&[(0..seq).collect()], dtype, device)
+        self.table(&[(0..seq).collect()], shape, dtype, device)
     }
 }
 
 impl<B: Backend> RopeTable<B> {
-    /// Rotates `x` of shape `[batch, heads, seq, head_dim]`.
+    /// Rotates `x` of shape `[batch, seq, heads, head_dim]`, for one of the
+    /// head counts the table was made for.
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        x.clone() * self.cos.clone() + rotate_half(x) * self.sin.clone()
+        let heads = x.dims()[2];
+        let factors = self
+            .factors
+            .iter()
+            .find(|f| f.heads == heads)
+            .expect("the rope table is made for every head count of the model");
+        x.clone() * factors.cos.clone() + swap_halves(x) * factors.signed_sin.clone()
     }
 }
 
-/// `(x1, x2) -> (-x2, x1)` over the last dimension.
-fn rotate_half<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+/// `(x1, x2) -> (x2, x1)` over the last dimension.
+fn swap_halves<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     let half = x.dims()[3] / 2;
     let x1 = x.clone().narrow(3, 0, half);
     let x2 = x.narrow(3, half, half);
-    Tensor::cat(vec![x2.neg(), x1], 3)
+    Tensor::cat(vec![x2, x1], 3)
 }
 
 #[cfg(test)]
@@ -106,9 +154,17 @@ mod tests {
         let device = cpu_device();
         // head_dim 4, theta 100: inv_freq = [1, 100^(-1/2)] = [1, 0.1]
         let rope = Rope::new(4, 100.0);
-        let table = rope.table::<Cpu>(&[vec![0, 2]], DType::F32, &device);
-        let x =
-            Tensor::<Cpu, 4>::from_data([[[[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0]]]], &device);
+        let shape = TableShape {
+            batch: 1,
+            query_heads: 1,
+            kv_heads: 1,
+        };
+        let table = rope.table::<Cpu>(&[vec![0, 2]], shape, DType::F32, &device);
+        // [batch 1, seq 2, heads 1, head_dim 4]
+        let x = Tensor::<Cpu, 4>::from_data(
+            [[[[1.0, 2.0, 3.0, 4.0]], [[1.0, 2.0, 3.0, 4.0]]]],
+            &device,
+        );
         let out = table.apply(x).into_data().to_vec::<f32>().unwrap();
         // position 0: identity
         assert_eq!(&out[0..4], &[1.0, 2.0, 3.0, 4.0]);
@@ -124,5 +180,27 @@ mod tests {
         for (got, want) in out[4..8].iter().zip(expected) {
             assert!((got - want).abs() < 1e-6, "{got} vs {want}");
         }
+    }
+
+    #[test]
+    fn one_table_serves_query_and_key_head_counts() {
+        let device = cpu_device();
+        let rope = Rope::new(4, 100.0);
+        let shape = TableShape {
+            batch: 2,
+            query_heads: 4,
+            kv_heads: 1,
+        };
+        let table = rope.table::<Cpu>(&[vec![0, 1, 2]], shape, DType::F32, &device);
+        let rotate = |heads: usize| {
+            let x = Tensor::<Cpu, 4>::ones([2, 3, heads, 4], &device);
+            let out = table.apply(x).into_data().to_vec::<f32>().unwrap();
+            // every row and head of one position is rotated alike
+            out.chunks(4).skip(heads * 2).next().unwrap().to_vec()
+        };
+        // position 2 (row 0, third position) for both head counts
+        let (c0, s0) = (2.0f32.cos(), 2.0f32.sin());
+        assert!((rotate(4)[0] - (c0 - s0)).abs() < 1e-6);
+        assert_eq!(rotate(4), rotate(1));
     }
 }
