@@ -196,7 +196,7 @@ mod tests {
             let x = Tensor::<Cpu, 4>::ones([2, 3, heads, 4], &device);
             let out = table.apply(x).into_data().to_vec::<f32>().unwrap();
             // every row and head of one position is rotated alike
-            out.chunks(4).skip(heads * 2).next().unwrap().to_vec()
+            out.chunks(4).nth(heads * 2).unwrap().to_vec()
         };
         // position 2 (row 0, third position) for both head counts
         let (c0, s0) = (2.0f32.cos(), 2.0f32.sin());
