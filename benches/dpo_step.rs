@@ -68,6 +68,24 @@ fn batch(step: usize) -> PreferenceBatch {
     }
 }
 
+/// CPU seconds used by this process so far, all threads (`utime + stime` of
+/// `/proc/self/stat`, in the kernel's fixed 100 Hz `USER_HZ` ticks): less
+/// sensitive than wall time to other load on the machine, and the same
+/// measure as `bench_trl.py`'s `process_cpu_seconds_per_step_mean`.
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn peak_rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -117,8 +135,10 @@ fn main() {
     let mut trainer = Trainer::new(settings, &mut objective, &mut history);
     let mut model = policy;
     let mut times = Vec::new();
+    let mut cpu_seconds = Vec::new();
     for (i, b) in batches.iter().enumerate() {
         let started = Instant::now();
+        let cpu_started = process_cpu_seconds();
         let one = vec![b.clone()];
         let epochs = |_: usize| one.clone();
         // `fit` continues from the trainer's state: start each call afresh
@@ -134,6 +154,7 @@ fn main() {
         );
         if i >= WARMUP {
             times.push(seconds);
+            cpu_seconds.push(process_cpu_seconds() - cpu_started);
         }
     }
     times.sort_by(f64::total_cmp);
@@ -152,7 +173,9 @@ fn main() {
             "seconds_per_step_min": times[0],
             "seconds_per_step_max": times[TIMED - 1],
             "tokens_per_second": tokens / median,
+            "process_cpu_seconds_per_step_mean": cpu_seconds.iter().sum::<f64>() / TIMED as f64,
             "peak_rss_bytes": peak_rss_bytes(),
+            "loadavg": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
         })
     );
 }
