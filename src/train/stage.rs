@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use burn::module::AutodiffModule;
-use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::accounting::StepRules;
@@ -19,6 +18,7 @@ use super::hooks::{CheckpointSetup, SavePolicy, StageHooks};
 use super::interrupt;
 use super::logps::ScoredBatch;
 use super::objective::Objective;
+use super::precision::compute_dtype;
 use super::preference::{DpoObjective, PreferenceBatch, Reference};
 use super::reference::{PrecomputeSettings, ReferenceLogps, precompute, weights_fingerprint};
 use super::resume::{self, ResumeFrom};
@@ -617,11 +617,6 @@ fn trl07_dpo_objective<A: AutodiffBackend>(
         loss,
         accumulation: stage.training.gradient_accumulation_steps,
     })
-}
-
-/// fp32 on the CPU (bf16 mixed precision is the CUDA path's).
-fn compute_dtype(_stage: &StageConfig) -> DType {
-    DType::F32
 }
 
 /// The DPO loss settings, checked before any data is read.
