@@ -80,7 +80,7 @@ log "built in ${build_seconds}s: $align_bin"
 
 # 2. Fixture parity (fp32 and bf16 on CUDA; bf16 on the CPU).
 log "parity: $parity_test"
-if timeout 300 "$parity_bin" --nocapture --test-threads=1 >"$out/parity.log" 2>&1; then
+if timeout 240 "$parity_bin" --nocapture --test-threads=1 >"$out/parity.log" 2>&1; then
   parity=passed
 else
   parity=failed
@@ -115,7 +115,7 @@ bench() {  # $1: gradient checkpointing 0/1; prints the bench's JSON line
   local line status
   line=$(ALIGN_BENCH_SHAPE=$shape ALIGN_BENCH_BACKEND=$backend ALIGN_BENCH_DTYPE=bf16 \
     ALIGN_BENCH_CHECKPOINTING=$1 ALIGN_BENCH_WARMUP=$warmup ALIGN_BENCH_STEPS=$steps \
-    timeout 420 "$bench_bin" 2>"$out/bench-$1.log" | tail -1)
+    timeout 240 "$bench_bin" 2>"$out/bench-$1.log" | tail -1)
   status=$?
   if [[ -n $sampler ]]; then
     kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
