@@ -7,6 +7,8 @@
 //! - `align dpo recipe_dpo.yaml --set bf16=true` (the recipe path): the
 //!   16 logged steps and the final eval line of `expected/dpo_train_log.jsonl`,
 //!   the final weights, and a bf16 `model.safetensors` + `config.json`;
+//! - `align sft recipe_sft.yaml --set bf16=true`: loss, grad_norm and
+//!   eval_loss of `expected/sft_train_log.jsonl`;
 //! - the optimizer's fp32 master weights and moments next to bf16 parameters.
 //!
 //! The fp32 runs of the same comparisons match TRL to 1e-5 (`dpo_parity`):
@@ -18,17 +20,20 @@ use align::backend::{Cpu, CpuTrain, cpu_device};
 use align::log::History;
 use align::model::gemma::Gemma;
 use align::model::hf::{load_gemma, named_tensors, read_safetensors};
+use align::recipe::StageKind;
 use align::train::accounting::StepRules;
 use align::train::adamw::AdamWConfig;
+use align::train::run::run_recipe;
 use align::train::schedule::{Schedule, ScheduleKind};
+use align::train::stage::RunOptions;
 use align::train::trainer::{LoopSettings, Trainer};
 use burn::module::AutodiffModule;
 use burn::tensor::DType;
-use common::fixture;
 use common::fixture_dpo::{
     Tolerance, check_dpo_run, check_micro_batches, kept_rows, objective, preference_batch,
     worst_weight_diff,
 };
+use common::{fixture, read_jsonl};
 use serde_json::Value;
 
 #[test]
@@ -59,6 +64,53 @@ fn align_dpo_in_bf16_follows_the_fp32_trl_run() {
     // Weights of |w| ≲ 0.5 (init std 0.15), lr 1e-3 × 16 steps: a bf16 ulp
     // at 0.5 is 2e-3 and the rounding of the final value alone errs by 1e-3.
     assert!(worst < 1e-2, "{worst}");
+}
+
+#[test]
+fn align_sft_in_bf16_follows_the_fp32_trl_run() {
+    let out = tempfile::tempdir().unwrap();
+    let set = vec![
+        format!("output_dir={}", out.path().display()),
+        "bf16=true".to_string(),
+    ];
+    let options = RunOptions {
+        quiet: true,
+        ..Default::default()
+    };
+    let config = fixture("tiny-gemma/recipe_sft.yaml");
+    run_recipe::<CpuTrain>(
+        &config,
+        &set,
+        Some(StageKind::Sft),
+        &options,
+        true,
+        &cpu_device(),
+    )
+    .unwrap();
+    let got = read_jsonl(&out.path().join("metrics.jsonl"));
+    let want = read_jsonl(&fixture("tiny-gemma/expected/sft_train_log.jsonl"));
+    let mut worst = 0.0f64;
+    for w in want.iter().filter(|w| w.get("train_loss").is_none()) {
+        let is_eval = w.get("eval_loss").is_some();
+        let g = got
+            .iter()
+            .find(|g| g.get("step") == w.get("step") && g.get("eval_loss").is_some() == is_eval)
+            .unwrap_or_else(|| panic!("no logged line like {w}"));
+        for key in ["loss", "grad_norm", "eval_loss"] {
+            let (Some(a), Some(b)) = (g.get(key), w.get(key)) else {
+                continue;
+            };
+            let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+            let allowed = Tolerance::BF16.allowed(key, b);
+            assert!(
+                (a - b).abs() <= allowed,
+                "step {}: {key} {a} vs {b}",
+                w["step"]
+            );
+            worst = worst.max((a - b).abs() / b.abs());
+        }
+    }
+    println!("bf16 sft: worst relative error of loss, grad_norm, eval_loss {worst:.3e}");
 }
 
 #[test]
