@@ -21,8 +21,11 @@
 #    step, see benches/dpo_step.rs; H100 SXM dense bf16 peak 989 TFLOP/s,
 #    ALIGN_BENCH_PEAK_TFLOPS to change), peak GPU memory (nvidia-smi, sampled
 #    every 200 ms, minus the reading before the run) against the --dry-run
-#    estimate of the same shape (plan::memory). Without gradient checkpointing
-#    first; if that fails (out of memory), again with it.
+#    estimate of the same shape (plan::memory). With burn's balanced gradient
+#    checkpointing (ALIGN_GPU_CHECK_CHECKPOINTING=0 to run without): the
+#    estimate without it is 85.6 GB for this shape on one device (activations
+#    29.4 GB), over an H100's 80 GB. If the step fails (out of memory), again
+#    with 1 pair per step, which the JSON line says ("pairs": 1).
 #
 # The last line on stdout is one JSON object; logs go to $ALIGN_GPU_CHECK_OUT
 # (default out/gpu-check/).
@@ -104,7 +107,7 @@ if (( gpus > 1 )); then
 fi
 
 # 4. The bench shape, with the peak device memory sampled beside it.
-bench() {  # $1: gradient checkpointing 0/1; prints the bench's JSON line
+bench() {  # $1: gradient checkpointing 0/1, $2: pairs; prints the bench's JSON line
   local sampler="" base=0
   if [[ $mode == gpu ]]; then
     base=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0 | head -1)
@@ -114,7 +117,7 @@ bench() {  # $1: gradient checkpointing 0/1; prints the bench's JSON line
   fi
   local line status
   line=$(ALIGN_BENCH_SHAPE=$shape ALIGN_BENCH_BACKEND=$backend ALIGN_BENCH_DTYPE=bf16 \
-    ALIGN_BENCH_CHECKPOINTING=$1 ALIGN_BENCH_WARMUP=$warmup ALIGN_BENCH_STEPS=$steps \
+    ALIGN_BENCH_CHECKPOINTING=$1 ALIGN_BENCH_PAIRS=$2 ALIGN_BENCH_WARMUP=$warmup ALIGN_BENCH_STEPS=$steps \
     timeout 240 "$bench_bin" 2>"$out/bench-$1.log" | tail -1)
   status=$?
   if [[ -n $sampler ]]; then
@@ -126,14 +129,16 @@ bench() {  # $1: gradient checkpointing 0/1; prints the bench's JSON line
   fi
   [[ $status == 0 && -n $line ]] && echo "$line"
 }
-log "bench: $shape, bf16, $backend"
-result=$(bench 0)
+checkpointing=${ALIGN_GPU_CHECK_CHECKPOINTING:-1}
+log "bench: $shape, bf16, $backend, gradient checkpointing $checkpointing, 2 pairs"
+result=$(bench "$checkpointing" 2)
 if [[ -z $result ]]; then
-  log "bench without checkpointing failed (see $out/bench-0.log); with gradient checkpointing"
-  tail -5 "$out/bench-0.log" >&2
-  result=$(bench 1)
+  tail -5 "$out/bench-$checkpointing.log" >&2
+  log "bench failed (see $out/bench-$checkpointing.log); again with 1 pair per step"
+  mv "$out/bench-$checkpointing.log" "$out/bench-$checkpointing-2pairs.log"
+  result=$(bench "$checkpointing" 1)
 fi
-[[ -z $result ]] && { tail -5 "$out/bench-1.log" >&2; result='{"bench":"failed"}'; }
+[[ -z $result ]] && { tail -5 "$out/bench-$checkpointing.log" >&2; result='{"bench":"failed"}'; }
 
 python3 - "$result" "$parity" "$ddp" "$gpus" "$build_seconds" "$mode" "$(($(date +%s) - started))" <<'EOF'
 import json, sys
