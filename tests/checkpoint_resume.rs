@@ -170,3 +170,36 @@ fn broken_checkpoints_and_changed_recipes_are_refused() {
     .unwrap_err();
     run(out.path(), &["logging_steps=2"], resume(from_4())).unwrap();
 }
+
+/// bf16 mixed precision resumes exactly too: the checkpoint carries the
+/// fp32 master weights (`<name>.master` in `optimizer.safetensors`), which
+/// the bf16 `model.safetensors` alone could not restore.
+#[test]
+fn a_bf16_run_resumes_bit_for_bit_from_its_fp32_masters() {
+    let straight = tempfile::tempdir().unwrap();
+    run(straight.path(), &["bf16=true"], RunOptions::default()).unwrap();
+    let want_log = log(straight.path());
+    let want_weights = weights(straight.path());
+
+    let broken = tempfile::tempdir().unwrap();
+    let stop = RunOptions {
+        stop_after_step: Some(6),
+        ..Default::default()
+    };
+    run(broken.path(), &["bf16=true"], stop).unwrap_err();
+    let optimizer = broken.path().join("checkpoint-6/optimizer.safetensors");
+    let (_, tensors) = align::model::hf::read_safetensors(&optimizer).unwrap();
+    let masters: Vec<_> = tensors
+        .iter()
+        .filter(|(name, _)| name.ends_with(".master"))
+        .collect();
+    assert!(!masters.is_empty(), "no master weights saved");
+    assert!(
+        masters
+            .iter()
+            .all(|(_, t)| t.dtype == burn::tensor::DType::F32)
+    );
+    run(broken.path(), &["bf16=true"], resume(ResumeFrom::Latest)).unwrap();
+    assert_eq!(log(broken.path()), want_log);
+    assert_eq!(weights(broken.path()), want_weights);
+}

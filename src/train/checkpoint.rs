@@ -192,7 +192,9 @@ pub fn load_checkpoint<A: AutodiffBackend>(
 }
 
 /// Moments as `<parameter>.exp_avg` / `<parameter>.exp_avg_sq` (fp32,
-/// flattened) and the step count in the metadata.
+/// flattened), the fp32 master weights of a bf16 model as
+/// `<parameter>.master` (the bf16 `model.safetensors` alone would lose the
+/// low bits of every update), and the step count in the metadata.
 fn save_optimizer<A: AutodiffBackend>(
     model: &Gemma<A>,
     optimizer: &AdamW<A::InnerBackend>,
@@ -203,6 +205,9 @@ fn save_optimizer<A: AutodiffBackend>(
         if let Some(moments) = optimizer.moments.get(&id) {
             tensors.push((format!("{name}.exp_avg"), moments.exp_avg.to_data()));
             tensors.push((format!("{name}.exp_avg_sq"), moments.exp_avg_sq.to_data()));
+        }
+        if let Some(master) = optimizer.masters.get(&id) {
+            tensors.push((format!("{name}.master"), master.to_data()));
         }
     }
     let metadata = HashMap::from([
@@ -244,6 +249,9 @@ fn load_optimizer<A: AutodiffBackend>(
             }
             (None, None) if step == 0 => {}
             _ => return Err(file_error(path, format!("no moments for {name}"))),
+        }
+        if let Some(master) = take("master") {
+            optimizer.masters.insert(id, master);
         }
     }
     Ok(optimizer)

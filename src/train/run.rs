@@ -4,9 +4,8 @@
 
 use std::path::Path;
 
-use burn::tensor::backend::AutodiffBackend;
-
 use super::stage::{RunOptions, StageError, StageOutcome, run_stage};
+use crate::backend::TrainBackend;
 use crate::recipe::{Recipe, RecipeError, StageConfig, StageKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +29,7 @@ pub enum StageResult {
 
 /// Loads `path` (a chained recipe or one handbook config, read as `kind`
 /// when given) with `overrides`, and runs its stages.
-pub fn run_recipe<A: AutodiffBackend>(
+pub fn run_recipe<A: TrainBackend>(
     path: &Path,
     overrides: &[String],
     kind: Option<StageKind>,
@@ -64,7 +63,13 @@ pub fn run_recipe<A: AutodiffBackend>(
                 stage.training.output_dir
             );
         }
-        let outcome = run_stage::<A>(stage, options, device).map_err(|error| RunError::Stage {
+        // `gradient_checkpointing`: the same backend with burn's balanced
+        // checkpointing (see `backend::TrainBackend`).
+        let outcome = match stage.training.gradient_checkpointing {
+            true => run_stage::<A::Checkpointed>(stage, options, device),
+            false => run_stage::<A>(stage, options, device),
+        };
+        let outcome = outcome.map_err(|error| RunError::Stage {
             index: index + 1,
             kind: stage.kind.name(),
             error: Box::new(error),

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use burn::module::AutodiffModule;
-use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::accounting::StepRules;
@@ -19,6 +18,7 @@ use super::hooks::{CheckpointSetup, SavePolicy, StageHooks};
 use super::interrupt;
 use super::logps::ScoredBatch;
 use super::objective::Objective;
+use super::precision::compute_dtype;
 use super::preference::{DpoObjective, PreferenceBatch, Reference};
 use super::reference::{PrecomputeSettings, ReferenceLogps, precompute, weights_fingerprint};
 use super::resume::{self, ResumeFrom};
@@ -619,11 +619,6 @@ fn trl07_dpo_objective<A: AutodiffBackend>(
     })
 }
 
-/// fp32 on the CPU (bf16 mixed precision is the CUDA path's).
-fn compute_dtype(_stage: &StageConfig) -> DType {
-    DType::F32
-}
-
 /// The DPO loss settings, checked before any data is read.
 fn loss_spec(stage: &StageConfig) -> Result<DpoLossSpec, StageError> {
     let loss_error = |key: &'static str| {
@@ -650,7 +645,12 @@ fn loss_spec(stage: &StageConfig) -> Result<DpoLossSpec, StageError> {
 }
 
 /// The frozen reference: `ref_model` when given, else a copy of the
-/// initial policy, on the inner backend (no graph, no gradients).
+/// initial policy, on the inner backend (no graph, no gradients) and in the
+/// compute dtype: bf16 weights under `bf16: true`, so it holds `2·P` bytes,
+/// the `reference model` line of the `--dry-run` plan. `policy.valid()`
+/// shares the initial weights' buffers, which the optimizer's first step
+/// stops sharing. With `precompute_ref_log_probs` it is dropped after the
+/// scoring pass, before training starts.
 fn reference_model<A: AutodiffBackend>(
     stage: &StageConfig,
     policy: &Gemma<A>,
@@ -744,5 +744,40 @@ fn sft_batch(batch: &SftBatch) -> ScoredBatch {
             .map(|(i, &label)| i % width.max(1) != 0 && label != IGNORE_INDEX)
             .collect(),
         positions: batch.positions.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Cpu, CpuTrain, cpu_device};
+    use crate::recipe::Recipe;
+    use burn::tensor::DType;
+
+    fn fixture_stage(overrides: &[&str]) -> StageConfig {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-gemma/recipe_dpo.yaml");
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        let recipe = Recipe::load_as(&path, &overrides, Some(StageKind::Dpo)).unwrap();
+        recipe.stages.into_iter().next().unwrap()
+    }
+
+    /// The reference is a `Gemma<Cpu>` (the inner backend: no autodiff, so
+    /// no graph and no gradients, by type) holding bf16 weights under
+    /// `bf16: true`, fp32 otherwise; with `ref_model` too.
+    #[test]
+    fn the_reference_is_held_in_the_compute_dtype_without_autodiff() {
+        let device = cpu_device();
+        for (overrides, dtype) in [
+            (vec!["bf16=true"], DType::BF16),
+            (vec!["bf16=true", "ref_model=model_b"], DType::BF16),
+            (vec![], DType::F32),
+        ] {
+            let stage = fixture_stage(&overrides);
+            let policy = load_policy::<CpuTrain>(&stage, &device).unwrap();
+            assert_eq!(policy.dtype(), dtype, "{overrides:?}");
+            let reference: Gemma<Cpu> = reference_model(&stage, &policy, &device).unwrap();
+            assert_eq!(reference.dtype(), dtype, "{overrides:?}");
+        }
     }
 }

@@ -20,6 +20,7 @@ use super::accounting::{CursorPosition, StepCursor, StepRules};
 use super::adamw::{AdamW, AdamWConfig};
 use super::grad_norm::clip_global_norm;
 use super::objective::{Metrics, Objective};
+use super::precision::grads_to_f32;
 use super::preference::scalar;
 use super::schedule::Schedule;
 use crate::log::{LogEntry, MetricsSink};
@@ -278,7 +279,9 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
             let (loss, mut batch_metrics) = self.objective.train_loss(&model, batch);
             loss_sum += scalar(loss.clone().detach().inner());
             let grads = (loss / normalizer).backward();
-            accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
+            // bf16 gradients are accumulated (and clipped, and applied) in fp32.
+            let grads = grads_to_f32(&model, GradientsParams::from_grads(grads, &model));
+            accumulator.accumulate(&model, grads);
             if self.settings.rules.logs_num_tokens() {
                 batch_metrics.insert("num_tokens".into(), self.state.num_tokens as f64);
             }

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: fixture paths and JSONL reading.
 #![allow(dead_code)]
 
+pub mod fixture_dpo;
+
 use std::path::PathBuf;
 
 use serde_json::Value;
