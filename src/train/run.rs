@@ -6,6 +6,7 @@ use std::path::Path;
 
 use burn::tensor::backend::AutodiffBackend;
 
+use super::parallel::{Cluster, run_stage_parallel};
 use super::stage::{RunOptions, StageError, StageOutcome, run_stage};
 use crate::recipe::{Recipe, RecipeError, StageConfig, StageKind};
 
@@ -38,6 +39,20 @@ pub fn run_recipe<A: AutodiffBackend>(
     force: bool,
     device: &A::Device,
 ) -> Result<Vec<StageResult>, RunError> {
+    let cluster = Cluster::single(device.clone());
+    run_recipe_on::<A>(path, overrides, kind, options, force, &cluster)
+}
+
+/// [`run_recipe`] with one replica per device of `cluster` (data parallel
+/// when there are several, here or on other nodes).
+pub fn run_recipe_on<A: AutodiffBackend>(
+    path: &Path,
+    overrides: &[String],
+    kind: Option<StageKind>,
+    options: &RunOptions,
+    force: bool,
+    cluster: &Cluster<A::Device>,
+) -> Result<Vec<StageResult>, RunError> {
     let recipe = Recipe::load_as(path, overrides, kind)?;
     for warning in &recipe.warnings {
         eprintln!("warning: {warning}");
@@ -64,7 +79,11 @@ pub fn run_recipe<A: AutodiffBackend>(
                 stage.training.output_dir
             );
         }
-        let outcome = run_stage::<A>(stage, options, device).map_err(|error| RunError::Stage {
+        let outcome = match cluster.world() {
+            1 => run_stage::<A>(stage, options, &cluster.devices[0]),
+            _ => run_stage_parallel::<A>(stage, options, cluster),
+        };
+        let outcome = outcome.map_err(|error| RunError::Stage {
             index: index + 1,
             kind: stage.kind.name(),
             error: Box::new(error),
