@@ -321,6 +321,9 @@ fn run(cli: Cli) -> Result<()> {
             plan,
         } => train(&config, &flags, Some(StageKind::Dpo), &plan, true),
         Command::Eval { config, flags } => {
+            if let Some(devices) = &flags.devices {
+                bail!("--devices {devices}: align eval runs on one device");
+            }
             let options = flags.options(true);
             let results =
                 run_recipe::<CpuTrain>(&config, &flags.set, None, &options, true, &cpu_device())?;
@@ -475,7 +478,7 @@ fn cuda_train(_: &Path, _: &RunFlags, _: Option<StageKind>, _: &RunOptions, _: b
 /// Plans the whole sweep (every grid value checked) before the first run.
 fn sweep(recipe: &Path, grid: &[String], flags: &RunFlags) -> Result<()> {
     if let Some(devices) = &flags.devices {
-        bail!("--devices {devices}: data parallelism is not implemented yet");
+        bail!("--devices {devices}: align sweep runs on one device (align train takes --devices)");
     }
     let grid = align::sweep::grid_for(recipe, grid)?;
     let plan = align::sweep::plan(recipe, &flags.set, grid)?;

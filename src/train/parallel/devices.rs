@@ -98,6 +98,30 @@ impl DeviceList {
     }
 }
 
+impl DeviceList {
+    /// The devices of backend `B` this list names, with their names: the
+    /// CPU backend's one device once per entry (the replicas are threads
+    /// sharing it), a GPU backend's device of each index (`all`: every
+    /// visible one).
+    pub fn devices<B: burn::tensor::backend::Backend>(&self) -> (Vec<B::Device>, Vec<String>) {
+        use burn::prelude::DeviceOps as _;
+        use burn::tensor::backend::DeviceId;
+        use burn::tensor::backend::DeviceOps as _;
+        let reference = B::Device::default();
+        let type_id = reference.id().type_id;
+        let indices = self.resolve(B::device_count(type_id));
+        let devices = indices
+            .iter()
+            .map(|&index| match self.kind {
+                DeviceKind::Cpu => reference.clone(),
+                DeviceKind::Cuda => B::Device::from_id(DeviceId::new(type_id, index as u16)),
+            })
+            .collect();
+        let names = indices.iter().map(|&index| self.name(index)).collect();
+        (devices, names)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,29 +144,5 @@ mod tests {
         for bad in ["cuda:0,cpu:1", "tpu:0", "cuda:x", "0,1", "cuda:all,1"] {
             assert!(DeviceList::parse(bad).is_err(), "{bad}");
         }
-    }
-}
-
-impl DeviceList {
-    /// The devices of backend `B` this list names, with their names: the
-    /// CPU backend's one device once per entry (the replicas are threads
-    /// sharing it), a GPU backend's device of each index (`all`: every
-    /// visible one).
-    pub fn devices<B: burn::tensor::backend::Backend>(&self) -> (Vec<B::Device>, Vec<String>) {
-        use burn::prelude::DeviceOps as _;
-        use burn::tensor::backend::DeviceId;
-        use burn::tensor::backend::DeviceOps as _;
-        let reference = B::Device::default();
-        let type_id = reference.id().type_id;
-        let indices = self.resolve(B::device_count(type_id));
-        let devices = indices
-            .iter()
-            .map(|&index| match self.kind {
-                DeviceKind::Cpu => reference.clone(),
-                DeviceKind::Cuda => B::Device::from_id(DeviceId::new(type_id, index as u16)),
-            })
-            .collect();
-        let names = indices.iter().map(|&index| self.name(index)).collect();
-        (devices, names)
     }
 }
