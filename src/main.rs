@@ -5,14 +5,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use align::backend::Backend;
 use align::backend::{Cpu, CpuTrain, cpu_device};
 use align::generate::session::{answer_file, answer_one, chat};
 use align::generate::{Generator, SamplingSettings};
 use align::plan::devices::parse_bytes;
 use align::plan::{DeviceRequest, PlanRequest, make_plan};
 use align::recipe::StageKind;
+use align::train::parallel::{Cluster, DeviceKind, DeviceList, NodeSetup};
 use align::train::resume::ResumeFrom;
-use align::train::run::{StageResult, run_recipe};
+use align::train::run::{StageResult, run_recipe, run_recipe_on};
 use align::train::stage::RunOptions;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -37,9 +39,12 @@ struct RunFlags {
     /// Backend: flex (CPU, default) or cuda (needs the `cuda` feature).
     #[arg(long)]
     backend: Option<String>,
-    /// Devices, e.g. `cpu:0,cpu:1`, `cuda:all`, `cuda:0,1`.
+    /// Devices, e.g. `cpu:0,cpu:1`, `cuda:all`, `cuda:0,1`: one model
+    /// replica each, data parallel (effective batch: per device x accumulation x devices).
     #[arg(long)]
     devices: Option<String>,
+    #[command(flatten)]
+    nodes: NodeFlags,
     /// Only warnings and errors on stderr.
     #[arg(long)]
     quiet: bool,
@@ -65,6 +70,78 @@ impl RunFlags {
             stop_after_step: None,
         }
     }
+}
+
+/// Multi-node data parallelism (burn-collective's global mode): every node
+/// runs the same command with its own `--node-rank` and `--node-address`,
+/// and `align orchestrator` runs once, at `--global-address`.
+#[derive(Args, Clone, Debug, Default)]
+struct NodeFlags {
+    /// Number of nodes (processes), each with the same --devices.
+    #[arg(long, requires_all = ["node_rank", "global_address", "node_address", "data_service_port"])]
+    num_nodes: Option<u32>,
+    /// This node's index, 0..num_nodes (node 0 holds rank 0: logs, checkpoints, the model).
+    #[arg(long, requires = "num_nodes")]
+    node_rank: Option<usize>,
+    /// The orchestrator's address, e.g. ws://10.0.0.1:3000.
+    #[arg(long, requires = "num_nodes")]
+    global_address: Option<String>,
+    /// This node as the others reach it, e.g. ws://10.0.0.2:3001.
+    #[arg(long, requires = "num_nodes")]
+    node_address: Option<String>,
+    /// Port of this node's tensor data service (the port of --node-address).
+    #[arg(long, requires = "num_nodes")]
+    data_service_port: Option<u16>,
+}
+
+impl NodeFlags {
+    fn setup(&self) -> Option<NodeSetup> {
+        Some(NodeSetup {
+            num_nodes: self.num_nodes?,
+            node_rank: self.node_rank?,
+            global_address: self.global_address.clone()?,
+            node_address: self.node_address.clone()?,
+            data_service_port: self.data_service_port?,
+        })
+    }
+}
+
+/// The devices of a run: `--devices` (one CPU device by default) and the
+/// other nodes.
+fn cluster<B: Backend>(flags: &RunFlags) -> Result<Cluster<B::Device>> {
+    let mut cluster = match &flags.devices {
+        None => Cluster::single(B::Device::default()),
+        Some(spec) => {
+            let (devices, names) = DeviceList::parse(spec)?.devices::<B>();
+            if devices.is_empty() {
+                bail!("--devices {spec}: no device found");
+            }
+            Cluster::local(devices, names)
+        }
+    };
+    cluster.nodes = flags.nodes.setup();
+    if let Some(nodes) = &cluster.nodes
+        && nodes.node_rank >= nodes.num_nodes as usize
+    {
+        bail!(
+            "--node-rank {}: expected 0..{} (--num-nodes)",
+            nodes.node_rank,
+            nodes.num_nodes
+        );
+    }
+    Ok(cluster)
+}
+
+/// The backend `--backend` names, else the one `--devices` implies.
+fn backend_name(flags: &RunFlags) -> Result<Option<String>> {
+    let implied = match &flags.devices {
+        Some(spec) => match DeviceList::parse(spec)?.kind {
+            DeviceKind::Cuda => Some("cuda".to_string()),
+            DeviceKind::Cpu => None,
+        },
+        None => None,
+    };
+    Ok(flags.backend.clone().or(implied))
 }
 
 /// `--dry-run` and its options (train, sft, dpo).
@@ -181,6 +258,13 @@ enum Command {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
+    /// The coordinator of a multi-node run (burn-collective's global
+    /// orchestrator): start it once, then `align train ... --num-nodes N
+    /// --global-address ws://THIS_HOST:PORT` on every node.
+    Orchestrator {
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
+    },
     /// Print a Hugging Face Gemma folder's shape, parameter count and the
     /// language-model loss of one forward pass over a sample text.
     Inspect {
@@ -205,6 +289,15 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Orchestrator { port } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the orchestrator's runtime")?;
+            eprintln!("orchestrator listening on port {port}");
+            runtime.block_on(burn_collective::start_global_orchestrator(port));
+            Ok(())
+        }
         Command::Inspect { model, text } => {
             let report = align::model::inspect::inspect(&model, text.as_deref())
                 .with_context(|| format!("inspecting {}", model.display()))?;
@@ -228,6 +321,9 @@ fn run(cli: Cli) -> Result<()> {
             plan,
         } => train(&config, &flags, Some(StageKind::Dpo), &plan, true),
         Command::Eval { config, flags } => {
+            if let Some(devices) = &flags.devices {
+                bail!("--devices {devices}: align eval runs on one device");
+            }
             let options = flags.options(true);
             let results =
                 run_recipe::<CpuTrain>(&config, &flags.set, None, &options, true, &cpu_device())?;
@@ -317,14 +413,12 @@ fn train(
     if plan.dry_run {
         return dry_run(path, flags, kind, plan);
     }
-    if let Some(devices) = &flags.devices {
-        bail!("--devices {devices}: data parallelism is not implemented yet");
-    }
     let options = flags.options(false);
-    match flags.backend.as_deref() {
+    match backend_name(flags)?.as_deref() {
         None | Some("flex") | Some("cpu") | Some("ndarray") => {
+            let cluster = cluster::<Cpu>(flags)?;
             let results =
-                run_recipe::<CpuTrain>(path, &flags.set, kind, &options, force, &cpu_device())?;
+                run_recipe_on::<CpuTrain>(path, &flags.set, kind, &options, force, &cluster)?;
             report(&results);
             Ok(())
         }
@@ -366,9 +460,10 @@ fn cuda_train(
     options: &RunOptions,
     force: bool,
 ) -> Result<()> {
-    let device = Default::default();
-    let results =
-        run_recipe::<align::backend::CudaTrain>(path, &flags.set, kind, options, force, &device)?;
+    let cluster = cluster::<align::backend::Cuda>(flags)?;
+    let results = run_recipe_on::<align::backend::CudaTrain>(
+        path, &flags.set, kind, options, force, &cluster,
+    )?;
     report(&results);
     Ok(())
 }
@@ -383,7 +478,7 @@ fn cuda_train(_: &Path, _: &RunFlags, _: Option<StageKind>, _: &RunOptions, _: b
 /// Plans the whole sweep (every grid value checked) before the first run.
 fn sweep(recipe: &Path, grid: &[String], flags: &RunFlags) -> Result<()> {
     if let Some(devices) = &flags.devices {
-        bail!("--devices {devices}: data parallelism is not implemented yet");
+        bail!("--devices {devices}: align sweep runs on one device (align train takes --devices)");
     }
     let grid = align::sweep::grid_for(recipe, grid)?;
     let plan = align::sweep::plan(recipe, &flags.set, grid)?;

@@ -10,6 +10,7 @@ pub mod hooks;
 pub mod interrupt;
 pub mod logps;
 pub mod objective;
+pub mod parallel;
 pub mod precision;
 pub mod preference;
 pub mod reference;

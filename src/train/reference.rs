@@ -177,7 +177,15 @@ fn write_cache(path: &Path, values: &ReferenceLogps) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let temporary = PathBuf::from(format!("{}.partial", path.display()));
+    // Unique per writer: the replicas of a data-parallel run each write
+    // the same table; the last rename wins, whole.
+    static WRITERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let writer = WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temporary = PathBuf::from(format!(
+        "{}.{}-{writer}.partial",
+        path.display(),
+        std::process::id()
+    ));
     let mut file = std::fs::File::create(&temporary)?;
     file.write_all(MAGIC)?;
     file.write_all(&(values.len() as u64).to_le_bytes())?;

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use super::parallel::{Cluster, run_stage_parallel};
 use super::stage::{RunOptions, StageError, StageOutcome, run_stage};
 use crate::backend::TrainBackend;
 use crate::recipe::{Recipe, RecipeError, StageConfig, StageKind};
@@ -37,6 +38,20 @@ pub fn run_recipe<A: TrainBackend>(
     force: bool,
     device: &A::Device,
 ) -> Result<Vec<StageResult>, RunError> {
+    let cluster = Cluster::single(device.clone());
+    run_recipe_on::<A>(path, overrides, kind, options, force, &cluster)
+}
+
+/// [`run_recipe`] with one replica per device of `cluster` (data parallel
+/// when there are several, here or on other nodes).
+pub fn run_recipe_on<A: TrainBackend>(
+    path: &Path,
+    overrides: &[String],
+    kind: Option<StageKind>,
+    options: &RunOptions,
+    force: bool,
+    cluster: &Cluster<A::Device>,
+) -> Result<Vec<StageResult>, RunError> {
     let recipe = Recipe::load_as(path, overrides, kind)?;
     for warning in &recipe.warnings {
         eprintln!("warning: {warning}");
@@ -65,9 +80,12 @@ pub fn run_recipe<A: TrainBackend>(
         }
         // `gradient_checkpointing`: the same backend with burn's balanced
         // checkpointing (see `backend::TrainBackend`).
-        let outcome = match stage.training.gradient_checkpointing {
-            true => run_stage::<A::Checkpointed>(stage, options, device),
-            false => run_stage::<A>(stage, options, device),
+        let checkpointing = stage.training.gradient_checkpointing;
+        let outcome = match (checkpointing, cluster.world()) {
+            (false, 1) => run_stage::<A>(stage, options, &cluster.devices[0]),
+            (true, 1) => run_stage::<A::Checkpointed>(stage, options, &cluster.devices[0]),
+            (false, _) => run_stage_parallel::<A>(stage, options, cluster),
+            (true, _) => run_stage_parallel::<A::Checkpointed>(stage, options, cluster),
         };
         let outcome = outcome.map_err(|error| RunError::Stage {
             index: index + 1,

@@ -18,6 +18,7 @@ use super::hooks::{CheckpointSetup, SavePolicy, StageHooks};
 use super::interrupt;
 use super::logps::ScoredBatch;
 use super::objective::Objective;
+use super::parallel::Replica;
 use super::precision::compute_dtype;
 use super::preference::{DpoObjective, PreferenceBatch, Reference};
 use super::reference::{PrecomputeSettings, ReferenceLogps, precompute, weights_fingerprint};
@@ -66,6 +67,15 @@ pub enum StageError {
     Unsupported(String),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// Starting, coordinating or stopping the replicas of a data-parallel run.
+    #[error("{0}")]
+    Parallel(String),
+    /// A replica of a data-parallel run failed with this error.
+    #[error("device {device}: {error}")]
+    Device {
+        device: String,
+        error: Box<StageError>,
+    },
     #[error(
         "{checkpoint}: the recipe changed since this checkpoint, so resuming would not continue the same run: {}. Restore those values, or start afresh without --resume",
         keys.join("; ")
@@ -74,6 +84,13 @@ pub enum StageError {
         checkpoint: PathBuf,
         keys: Vec<String>,
     },
+}
+
+impl StageError {
+    /// An error that only follows another replica's failure.
+    pub fn is_secondary(&self) -> bool {
+        matches!(self, StageError::Train(error) if error.is_secondary())
+    }
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StageError + '_ {
@@ -121,6 +138,18 @@ pub fn run_stage<A: AutodiffBackend>(
     options: &RunOptions,
     device: &A::Device,
 ) -> Result<StageOutcome, StageError> {
+    run_stage_replica::<A>(stage, options, device, &Replica::single())
+}
+
+/// Runs `stage` as one replica of a data-parallel run: all of it (data,
+/// model, loop) as on one device, but only rank 0 logs, writes
+/// checkpoints and saves the model.
+pub fn run_stage_replica<A: AutodiffBackend>(
+    stage: &StageConfig,
+    options: &RunOptions,
+    device: &A::Device,
+    replica: &Replica,
+) -> Result<StageOutcome, StageError> {
     if stage.kind == StageKind::Dpo {
         loss_spec(stage)?;
     }
@@ -136,6 +165,7 @@ pub fn run_stage<A: AutodiffBackend>(
         output_dir: &output_dir,
         tokenizer_dir: &tokenizer_dir,
         device,
+        replica,
     };
     let mut sample = None;
     let (summary, history, model) = match stage.kind {
@@ -192,7 +222,7 @@ pub fn run_stage<A: AutodiffBackend>(
             match stage.ext.compat {
                 Compat::Trl1 => fit(&place, &mut objective, policy, &data)?,
                 Compat::Trl07 => {
-                    let mut objective = trl07_dpo_objective(stage, objective)?;
+                    let mut objective = trl07_dpo_objective(stage, objective, replica.world)?;
                     fit(&place, &mut objective, policy, &data)?
                 }
             }
@@ -217,14 +247,14 @@ pub fn run_stage<A: AutodiffBackend>(
                 Compat::Trl07 => {
                     let mut objective = Trl07SftObjective::<A> {
                         device: device.clone(),
-                        accumulation: stage.training.gradient_accumulation_steps,
+                        accumulation: stage.training.gradient_accumulation_steps * replica.world,
                     };
                     fit(&place, &mut objective, policy, &data)?
                 }
             }
         }
     };
-    if options.eval_only {
+    if options.eval_only || !replica.is_primary() {
         return Ok(StageOutcome {
             output_dir,
             summary,
@@ -277,6 +307,7 @@ struct FitPlace<'a, A: AutodiffBackend> {
     output_dir: &'a Path,
     tokenizer_dir: &'a Path,
     device: &'a A::Device,
+    replica: &'a Replica,
 }
 
 /// The loop with its sinks (`metrics.jsonl`, TensorBoard under `runs/`,
@@ -294,13 +325,14 @@ fn fit<A: AutodiffBackend, O: Objective<A>, E>(
         output_dir,
         tokenizer_dir,
         device,
+        replica,
     } = *place;
     let eval = &data.eval_batches()[..];
     let micro_per_epoch = data.micro_batches_per_epoch();
     if micro_per_epoch == 0 {
         return Err(TrainError::NoData.into());
     }
-    let settings = loop_settings(stage, micro_per_epoch)?;
+    let settings = loop_settings(stage, micro_per_epoch, replica.world)?;
     let restored = match resume::requested(options.resume.as_ref(), stage) {
         Some(from) if !options.eval_only => {
             restore::<A>(stage, &from, output_dir, &settings, device)?
@@ -311,15 +343,19 @@ fn fit<A: AutodiffBackend, O: Objective<A>, E>(
         .as_ref()
         .map(|r| r.state.log_history.clone())
         .unwrap_or_default();
-    let metrics_path = output_dir.join("metrics.jsonl");
-    write_history(&metrics_path, &past)?;
     let history = Rc::new(RefCell::new(History(past)));
-    let runs = output_dir.join("runs");
-    let mut sinks: Vec<Box<dyn MetricsSink>> = vec![
-        Box::new(Shared(history.clone())),
-        Box::new(JsonlSink::append(&metrics_path).map_err(io_error(&metrics_path))?),
-        Box::new(TensorboardSink::create(&runs).map_err(io_error(&runs))?),
-    ];
+    let mut sinks: Vec<Box<dyn MetricsSink>> = vec![Box::new(Shared(history.clone()))];
+    if replica.is_primary() {
+        let metrics_path = output_dir.join("metrics.jsonl");
+        write_history(&metrics_path, &history.borrow().0)?;
+        let runs = output_dir.join("runs");
+        sinks.push(Box::new(
+            JsonlSink::append(&metrics_path).map_err(io_error(&metrics_path))?,
+        ));
+        sinks.push(Box::new(
+            TensorboardSink::create(&runs).map_err(io_error(&runs))?,
+        ));
+    }
     let first = restored
         .as_ref()
         .map(|r| r.state.align_loop.clone())
@@ -337,6 +373,7 @@ fn fit<A: AutodiffBackend, O: Objective<A>, E>(
     let mut sink = Fanout(sinks);
     let policy_settings = save_policy(stage, settings.total_steps);
     let mut trainer = Trainer::new(settings, objective, &mut sink);
+    trainer.replica = replica.clone();
     if options.eval_only {
         trainer.evaluate(&policy, eval, 0.0, 0)?;
         return Ok((RunSummary::default(), history.take().0, policy));
@@ -369,7 +406,10 @@ fn fit<A: AutodiffBackend, O: Objective<A>, E>(
     if stage.training.eval_on_start && trainer.state.step == 0 && !eval.is_empty() {
         trainer.evaluate(&policy, eval, 0.0, 0)?;
     }
-    let result = trainer.fit_with_hooks(policy, data, eval, &mut hooks);
+    let result = match replica.is_primary() {
+        true => trainer.fit_with_hooks(policy, data, eval, &mut hooks),
+        false => trainer.fit_with_hooks(policy, data, eval, &mut ()),
+    };
     if let (Err(_), Some(progress)) = (&result, &progress) {
         progress.borrow().clear();
     }
@@ -507,12 +547,21 @@ impl<E, Batch> EpochBatches<Batch> for StageData<'_, E, Batch> {
     }
 }
 
-/// The loop's settings from the recipe's transformers keys.
+/// The loop's settings from the recipe's transformers keys, for `devices`
+/// replicas: a step is `gradient_accumulation_steps x devices` micro-batches
+/// (transformers' effective batch), so an epoch of `M` micro-batches has
+/// `ceil(M / (GA x devices))` steps, which is transformers' per-process
+/// `ceil(ceil(M / devices) / GA)`.
 pub fn loop_settings(
     stage: &StageConfig,
     micro_per_epoch: usize,
+    devices: usize,
 ) -> Result<LoopSettings, StageError> {
-    let t = &stage.training;
+    let accumulation = stage.training.gradient_accumulation_steps.max(1) * devices.max(1);
+    let t = &TrainingArgs {
+        gradient_accumulation_steps: accumulation,
+        ..stage.training.clone()
+    };
     let rules = StepRules::for_compat(stage.ext.compat);
     let total_steps = rules.total_steps(t, micro_per_epoch);
     let kind = match t.lr_scheduler_type {
@@ -523,7 +572,7 @@ pub fn loop_settings(
     };
     Ok(LoopSettings {
         total_steps,
-        accumulation: t.gradient_accumulation_steps,
+        accumulation,
         schedule: Schedule {
             kind,
             peak_lr: t.learning_rate,
@@ -579,6 +628,11 @@ fn load_policy<A: AutodiffBackend>(
         .get("initializer_range")
         .and_then(|v| v.as_f64())
         .unwrap_or(0.02);
+    // The backend's generator is global: replicas initialising at once
+    // would interleave their draws. One at a time, each draws the weights
+    // of a single-device run.
+    static ONE_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_init = ONE_INIT.lock().unwrap_or_else(|p| p.into_inner());
     A::seed(device, stage.training.seed);
     let mut init = RandomInit::<A> {
         std,
@@ -603,6 +657,7 @@ fn activation_rule(stage: &StageConfig) -> ActivationRule {
 fn trl07_dpo_objective<A: AutodiffBackend>(
     stage: &StageConfig,
     base: DpoObjective<A>,
+    devices: usize,
 ) -> Result<Trl07DpoObjective<A>, StageError> {
     let loss = Trl07Loss::from_names(
         &stage.dpo.loss_type,
@@ -615,7 +670,8 @@ fn trl07_dpo_objective<A: AutodiffBackend>(
     Ok(Trl07DpoObjective {
         base,
         loss,
-        accumulation: stage.training.gradient_accumulation_steps,
+        // transformers 4.38 divides by GA and DDP averages over devices.
+        accumulation: stage.training.gradient_accumulation_steps * devices,
     })
 }
 

@@ -20,6 +20,7 @@ use super::accounting::{CursorPosition, StepCursor, StepRules};
 use super::adamw::{AdamW, AdamWConfig};
 use super::grad_norm::clip_global_norm;
 use super::objective::{Metrics, Objective};
+use super::parallel::Replica;
 use super::precision::grads_to_f32;
 use super::preference::scalar;
 use super::schedule::Schedule;
@@ -30,6 +31,8 @@ use crate::model::gemma::Gemma;
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoopSettings {
     pub total_steps: usize,
+    /// Micro-batches per optimizer step over all devices: the per-device
+    /// `gradient_accumulation_steps` times the number of replicas.
     pub accumulation: usize,
     pub schedule: Schedule,
     pub adamw: AdamWConfig,
@@ -66,6 +69,37 @@ pub enum TrainError {
     Stopped(String),
     #[error("{0}")]
     Hook(String),
+    /// A replica of a data-parallel run failed; `error` is its own message
+    /// on the failed replica, `None` on the others (they only saw its flag).
+    #[error(
+        "device {device} failed in {phase} {step}: {}",
+        error.as_deref().unwrap_or("(its error is reported by that device)")
+    )]
+    DeviceFailed {
+        device: String,
+        phase: &'static str,
+        step: usize,
+        error: Option<String>,
+    },
+    /// burn-collective could not complete an exchange.
+    #[error("device {device}: {what} of step {step} failed in burn-collective: {error}")]
+    Collective {
+        device: String,
+        what: &'static str,
+        step: usize,
+        error: String,
+    },
+}
+
+impl TrainError {
+    /// An error that only follows another replica's failure (that replica
+    /// reports the cause).
+    pub fn is_secondary(&self) -> bool {
+        matches!(
+            self,
+            TrainError::DeviceFailed { error: None, .. } | TrainError::Collective { .. }
+        )
+    }
 }
 
 /// Where the loop is after some optimizer steps: with the weights and the
@@ -142,6 +176,11 @@ pub struct Trainer<'a, A: AutodiffBackend, O: Objective<A>> {
     pub optimizer: AdamW<A::InnerBackend>,
     /// A fresh state, or a checkpoint's (with its weights and optimizer).
     pub state: LoopState,
+    /// This loop's place in a data-parallel run (the only one by default).
+    pub replica: Replica,
+    /// Metric names of this replica's latest micro-batch (train, eval):
+    /// rows from the other replicas arrive as bare numbers.
+    metric_names: [Vec<String>; 2],
 }
 
 impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
@@ -157,6 +196,8 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
             sink,
             optimizer,
             state: LoopState::default(),
+            replica: Replica::single(),
+            metric_names: Default::default(),
         }
     }
 
@@ -260,8 +301,9 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
         ))
     }
 
-    /// One optimizer step over `chunk`: returns the new model, the step loss,
-    /// the gradient norm before clipping and each micro-batch's metrics.
+    /// One optimizer step over `chunk` (the micro-batches of every
+    /// replica): returns the new model, the step loss, the gradient norm
+    /// before clipping and each micro-batch's metrics.
     fn optimizer_step(
         &mut self,
         model: Gemma<A>,
@@ -271,29 +313,118 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
     ) -> Result<(Gemma<A>, f64, f64, Vec<Metrics>), TrainError> {
         let refs: Vec<&O::Batch> = chunk.iter().collect();
         let normalizer = self.objective.normalizer(&refs);
-        let mut accumulator = GradientsAccumulator::<Gemma<A>>::new();
+        // Every replica holds the whole step, so `num_tokens` needs no exchange.
+        let tokens: Vec<usize> = chunk
+            .iter()
+            .map(|batch| {
+                self.state.num_tokens += self.objective.tokens(batch);
+                self.state.num_tokens
+            })
+            .collect();
+        let replica = self.replica.clone();
+        let local = replica.guard(|| self.own_backward(&model, chunk, normalizer, step));
+        let status = match &local {
+            Ok((_, rows)) => Ok(row_width(rows)),
+            Err(error) => Err(error.as_str()),
+        };
+        let device = device_of(&model);
+        let width = replica.agree::<A::InnerBackend>(&device, "training step", step, status)?;
+        let (grads, own) = local.map_err(TrainError::Hook)?;
+        let rows =
+            self.exchange_rows(&device, "training step", step, chunk.len(), width, own, 0)?;
         let mut loss_sum = 0.0;
         let mut metrics = Vec::with_capacity(chunk.len());
-        for batch in chunk {
-            self.state.num_tokens += self.objective.tokens(batch);
-            let (loss, mut batch_metrics) = self.objective.train_loss(&model, batch);
-            loss_sum += scalar(loss.clone().detach().inner());
-            let grads = (loss / normalizer).backward();
-            // bf16 gradients are accumulated (and clipped, and applied) in fp32.
-            let grads = grads_to_f32(&model, GradientsParams::from_grads(grads, &model));
-            accumulator.accumulate(&model, grads);
+        for ((numerator, mut batch_metrics), tokens) in rows.into_iter().zip(tokens) {
+            loss_sum += numerator[0];
             if self.settings.rules.logs_num_tokens() {
-                batch_metrics.insert("num_tokens".into(), self.state.num_tokens as f64);
+                batch_metrics.insert("num_tokens".into(), tokens as f64);
             }
             metrics.push(batch_metrics);
         }
         let loss = loss_sum / normalizer;
         check_finite(step, "loss", loss)?;
-        let (grads, grad_norm) =
-            clip_global_norm(&model, accumulator.grads(), self.settings.max_grad_norm);
+        let grads = self.replica.sum_gradients(&model, grads, step)?;
+        let (grads, grad_norm) = clip_global_norm(&model, grads, self.settings.max_grad_norm);
         check_finite(step, "grad_norm", grad_norm)?;
         let model = self.optimizer.step(lr, model, grads);
         Ok((model, loss, grad_norm, metrics))
+    }
+
+    /// The backward of this replica's micro-batches of the step (all of
+    /// them on one device): the accumulated gradients and, per micro-batch,
+    /// its index in the step, loss numerator and metrics.
+    fn own_backward(
+        &mut self,
+        model: &Gemma<A>,
+        chunk: &[O::Batch],
+        normalizer: f64,
+        step: usize,
+    ) -> (GradientsParams, Vec<(usize, Vec<f64>, Metrics)>) {
+        if self.replica.fail_at_step == Some(step) {
+            panic!("injected failure (test hook)");
+        }
+        let mut accumulator = GradientsAccumulator::<Gemma<A>>::new();
+        let mut rows = Vec::new();
+        for (index, batch) in chunk.iter().enumerate() {
+            if !self.replica.owns(index) {
+                continue;
+            }
+            let (loss, batch_metrics) = self.objective.train_loss(model, batch);
+            let numerator = scalar(loss.clone().detach().inner());
+            let grads = (loss / normalizer).backward();
+            // bf16 gradients are accumulated (and reduced, clipped, applied) in fp32.
+            let grads = grads_to_f32(model, GradientsParams::from_grads(grads, model));
+            accumulator.accumulate(model, grads);
+            rows.push((index, vec![numerator], batch_metrics));
+        }
+        (accumulator.grads(), rows)
+    }
+
+    /// Every replica's rows of a step (or an evaluation) in order: the
+    /// leading numbers of each row and its metrics, named after this
+    /// replica's own (`names`: 0 train, 1 eval).
+    #[allow(clippy::too_many_arguments)]
+    fn exchange_rows(
+        &mut self,
+        device: &burn::tensor::Device<A::InnerBackend>,
+        phase: &'static str,
+        step: usize,
+        count: usize,
+        width: usize,
+        own: Vec<(usize, Vec<f64>, Metrics)>,
+        names: usize,
+    ) -> Result<Vec<(Vec<f64>, Metrics)>, TrainError> {
+        let lead = own.first().map_or(0, |(_, numbers, _)| numbers.len());
+        if let Some((_, _, metrics)) = own.first() {
+            self.metric_names[names] = metrics.keys().cloned().collect();
+        }
+        let local = own
+            .into_iter()
+            .map(|(index, mut numbers, metrics)| {
+                numbers.extend(metrics.into_values());
+                (index, numbers)
+            })
+            .collect();
+        let rows = self
+            .replica
+            .gather_rows::<A::InnerBackend>(device, phase, step, count, width, local)?;
+        let lead = if lead > 0 {
+            lead
+        } else {
+            width.saturating_sub(self.metric_names[names].len())
+        };
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let (numbers, values) = row.split_at(lead.min(row.len()));
+                let metrics = self.metric_names[names]
+                    .iter()
+                    .cloned()
+                    .zip(values.iter().copied())
+                    .collect();
+                (numbers.to_vec(), metrics)
+            })
+            .collect())
     }
 
     /// Logs the mean loss and metrics of the steps since the last log line.
@@ -330,7 +461,9 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
         Ok(())
     }
 
-    /// Runs the objective over `eval` without a graph and logs `eval_*` means.
+    /// Runs the objective over `eval` without a graph and logs `eval_*`
+    /// means; with several replicas each evaluates its share of the batches
+    /// and the means are over all of them.
     pub fn evaluate(
         &mut self,
         model: &Gemma<A>,
@@ -338,16 +471,33 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
         epoch: f64,
         step: usize,
     ) -> Result<LogEntry, TrainError> {
-        let policy = model.valid();
+        let replica = self.replica.clone();
+        let local = replica.guard(|| self.own_eval(model, eval));
+        let status = match &local {
+            Ok(rows) => Ok(row_width(rows)),
+            Err(error) => Err(error.as_str()),
+        };
+        let device = device_of(model);
+        let width =
+            replica.agree::<A::InnerBackend>(&device, "evaluation after step", step, status)?;
+        let own = local.map_err(TrainError::Hook)?;
+        let rows = self.exchange_rows(
+            &device,
+            "evaluation after step",
+            step,
+            eval.len(),
+            width,
+            own,
+            1,
+        )?;
         let (mut loss_sum, mut examples) = (0.0, 0);
         let mut metrics = Vec::with_capacity(eval.len());
-        for batch in eval {
+        for (numbers, mut batch_metrics) in rows {
             // TRL counts `num_tokens` in training only; eval reports the running total.
-            let (loss, mut batch_metrics) = self.objective.eval_loss(&policy, batch);
             if self.settings.rules.logs_num_tokens() {
                 batch_metrics.insert("num_tokens".into(), self.state.num_tokens as f64);
             }
-            let n = self.objective.examples(batch);
+            let (loss, n) = (numbers[0], numbers[1] as usize);
             loss_sum += loss * n as f64;
             examples += n;
             metrics.push(batch_metrics);
@@ -364,6 +514,38 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
         self.sink.record(&entry)?;
         Ok(entry)
     }
+
+    /// This replica's evaluation batches: index, `[loss, examples]`, metrics.
+    fn own_eval(&mut self, model: &Gemma<A>, eval: &[O::Batch]) -> Vec<(usize, Vec<f64>, Metrics)> {
+        let policy = model.valid();
+        let mut rows = Vec::new();
+        for (index, batch) in eval.iter().enumerate() {
+            if !self.replica.owns(index) {
+                continue;
+            }
+            let (loss, batch_metrics) = self.objective.eval_loss(&policy, batch);
+            let n = self.objective.examples(batch);
+            rows.push((index, vec![loss, n as f64], batch_metrics));
+        }
+        rows
+    }
+}
+
+/// Numbers per row of the rows exchange (leading values and metrics); 0
+/// for a replica with no micro-batch in this step.
+fn row_width(rows: &[(usize, Vec<f64>, Metrics)]) -> usize {
+    rows.first()
+        .map_or(0, |(_, numbers, metrics)| numbers.len() + metrics.len())
+}
+
+/// The device of a model's parameters (on the inner backend).
+fn device_of<A: AutodiffBackend>(model: &Gemma<A>) -> burn::tensor::Device<A::InnerBackend> {
+    use burn::module::Module;
+    model
+        .devices()
+        .into_iter()
+        .next()
+        .expect("a model has parameters")
 }
 
 /// Unweighted mean of each metric over micro-batches, except `num_tokens`,
