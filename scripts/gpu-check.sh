@@ -13,7 +13,7 @@
 #    matmuls on tensor cores as TF32, 2^-11 per rounding), bf16 within 3e-2
 #    relative / 2e-2 absolute (2^-9 per rounding; see
 #    tests/common/fixture_dpo.rs); on the CPU, tests/bf16_mixed.rs;
-# 3. with more than one GPU, DDP on all of them (placeholder: issue 7);
+# 3. with more than one GPU, DDP on all of them against one GPU (fixture DPO);
 # 4. a random-weight gemma-2b-shaped model (vocab 256000, hidden 2048,
 #    intermediate 16384, 18 layers, 8 heads, 1 KV head, head_dim 256), bf16
 #    mixed precision, 2 pairs x (chosen + rejected) x 1024 tokens per DPO
@@ -98,12 +98,35 @@ if [[ $mode == gpu ]]; then
 fi
 ddp=skipped
 if (( gpus > 1 )); then
-  # >>> DDP (issue 7) placeholder: the data-parallel engineer supplies this command. <<<
-  # Expected shape:
-  #   timeout 300 "$align_bin" dpo tests/fixtures/tiny-gemma/recipe_dpo.yaml --backend cuda \
-  #     --devices cuda:all --set output_dir="$out/ddp" >"$out/ddp.log" 2>&1 && ddp=passed || ddp=failed
-  ddp=placeholder
-  log "DDP on $gpus GPUs: placeholder (issue 7)"
+  # The fixture DPO on 1 GPU x accumulation N against N GPUs x accumulation 1:
+  # the same micro-batches per step, so every logged value should agree (to
+  # the TF32 tolerance of the parity test: 7.5e-3 relative).
+  bin=$(realpath "$align_bin")
+  fixture=tests/fixtures/tiny-gemma
+  run_ddp() {  # $1: devices, $2: accumulation, $3: output folder
+    (cd "$fixture" && timeout 300 "$bin" dpo recipe_dpo.yaml --backend cuda --devices "$1" --quiet \
+      --set output_dir="$3" --set per_device_train_batch_size=1 \
+      --set gradient_accumulation_steps="$2") >>"$out/ddp.log" 2>&1
+  }
+  if run_ddp cuda:0 "$gpus" "$out/ddp-1gpu" && run_ddp cuda:all 1 "$out/ddp-all"; then
+    python3 - "$out/ddp-1gpu/metrics.jsonl" "$out/ddp-all/metrics.jsonl" >>"$out/ddp.log" 2>&1 <<'PY' && ddp=passed || ddp=failed
+import json, sys
+one, all_ = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
+assert len(one) == len(all_), (len(one), len(all_))
+worst = 0.0
+for a, b in zip(one, all_):
+    for key, value in a.items():
+        if "runtime" in key or "per_second" in key or not isinstance(value, float):
+            continue
+        error = abs(value - b[key]) / max(abs(value), 1e-2)
+        worst = max(worst, error)
+print("ddp worst relative difference", worst)
+assert worst <= 7.5e-3, worst
+PY
+  else
+    ddp=failed
+  fi
+  log "DDP on $gpus GPUs: $ddp (log: $out/ddp.log)"
 fi
 
 # 4. The bench shape, with the peak device memory sampled beside it.
