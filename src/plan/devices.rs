@@ -17,13 +17,9 @@ pub const ASSUMED_ALL_CUDA: usize = 8;
 /// conservative reading of "80 GB").
 pub const DEFAULT_CUDA_BYTES: u64 = 80_000_000_000;
 
-/// CPU or CUDA.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceKind {
-    Cpu,
-    Cuda,
-}
+/// CPU or CUDA: the kinds `--devices` names (parsed once, for training and plans alike).
+pub use crate::train::parallel::devices::DeviceKind;
+use crate::train::parallel::devices::DeviceList;
 
 /// The devices of a plan.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -118,49 +114,16 @@ fn distinct(indices: &[usize]) -> usize {
 }
 
 /// `cuda:0,1` / `cuda:0,cuda:1` / `cpu:0,cpu:1` / `cuda:all` / `cuda` to
-/// the kind and the count (`None`: all of them, uncounted).
+/// the kind and the count (`None`: all of them, uncounted; the CPU backend
+/// has one device, so `cpu:all` is one).
 pub fn parse_devices(spec: &str) -> Result<(DeviceKind, Option<usize>), PlanError> {
-    let invalid = |why: &str| {
-        PlanError::Devices(format!(
-            "--devices {spec}: {why} (expected e.g. cuda:0,1,2,3, cpu:0,cpu:1 or cuda:all)"
-        ))
+    let list = DeviceList::parse(spec).map_err(|error| PlanError::Devices(error.to_string()))?;
+    let count = match (&list.indices, list.kind) {
+        (Some(indices), _) => Some(indices.len()),
+        (None, DeviceKind::Cuda) => None,
+        (None, DeviceKind::Cpu) => Some(1),
     };
-    let mut kind = None;
-    let mut indices = Vec::new();
-    let mut all = false;
-    for item in spec.split(',').map(str::trim) {
-        let (prefix, index) = match item.split_once(':') {
-            Some((prefix, index)) => (Some(prefix), index),
-            None if item.parse::<usize>().is_ok() => (None, item),
-            None => (Some(item), "all"),
-        };
-        if let Some(prefix) = prefix {
-            let this = match prefix {
-                "cuda" | "gpu" => DeviceKind::Cuda,
-                "cpu" => DeviceKind::Cpu,
-                other => return Err(invalid(&format!("unknown device kind `{other}`"))),
-            };
-            if kind.is_some_and(|k| k != this) {
-                return Err(invalid("mixes CPU and CUDA devices"));
-            }
-            kind = Some(this);
-        }
-        match index {
-            "all" | "" => all = true,
-            index => indices.push(
-                index
-                    .parse::<usize>()
-                    .map_err(|_| invalid(&format!("`{item}` is not a device index")))?,
-            ),
-        }
-    }
-    let kind = kind.ok_or_else(|| invalid("no device kind (cuda: or cpu:)"))?;
-    let count = match (all, kind) {
-        (true, DeviceKind::Cuda) => None,
-        (true, DeviceKind::Cpu) => Some(distinct(&indices).max(1)),
-        (false, _) => Some(distinct(&indices)),
-    };
-    Ok((kind, count))
+    Ok((list.kind, count))
 }
 
 /// `MemTotal` of `/proc/meminfo`, in bytes.

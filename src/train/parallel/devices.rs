@@ -5,7 +5,8 @@
 use std::fmt;
 
 /// CPU or CUDA.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DeviceKind {
     Cpu,
     Cuda,
@@ -63,7 +64,7 @@ impl DeviceList {
                 kind = Some(this);
             }
             match index {
-                "all" => all = true,
+                "all" | "" => all = true,
                 index => {
                     let index = index
                         .parse::<usize>()
