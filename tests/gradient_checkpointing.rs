@@ -16,23 +16,11 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{DType, Device, Tensor};
-use common::{fixture, padded_batch, read_jsonl, side_sequence};
+use common::{fixture, fixture_dpo};
 
 fn micro_batch() -> PreferenceBatch {
-    let rows: Vec<_> = read_jsonl(&fixture("tiny-gemma/expected/tokenized.jsonl"))
-        .into_iter()
-        .filter(|row| !row["dropped"].as_bool().unwrap_or(false))
-        .take(2)
-        .collect();
-    let sequences: Vec<(Vec<i64>, Vec<bool>)> = ["chosen", "rejected"]
-        .iter()
-        .flat_map(|side| rows.iter().map(move |row| side_sequence(row, side)))
-        .collect();
-    PreferenceBatch {
-        pairs: rows.len(),
-        sequences: padded_batch(&sequences),
-        reference_logps: None,
-    }
+    let rows: Vec<_> = fixture_dpo::kept_rows().into_iter().take(2).collect();
+    fixture_dpo::preference_batch(&rows)
 }
 
 /// Every parameter's gradient (fp32 values, in visiting order) and the loss
