@@ -13,7 +13,7 @@ use align::recipe::StageKind;
 use align::train::resume::ResumeFrom;
 use align::train::run::{RunError, run_recipe};
 use align::train::stage::RunOptions;
-use common::{fixture, read_jsonl};
+use common::{fixture, log_without_clock as log};
 use serde_json::Value;
 
 fn run(output: &Path, extra: &[&str], options: RunOptions) -> Result<(), RunError> {
@@ -44,18 +44,6 @@ fn resume(from: ResumeFrom) -> RunOptions {
         resume: Some(from),
         ..Default::default()
     }
-}
-
-/// The log without wall-clock fields.
-fn log(dir: &Path) -> Vec<Value> {
-    read_jsonl(&dir.join("metrics.jsonl"))
-        .into_iter()
-        .map(|mut entry| {
-            let map = entry.as_object_mut().unwrap();
-            map.retain(|key, _| !key.contains("runtime") && !key.contains("per_second"));
-            entry
-        })
-        .collect()
 }
 
 fn weights(dir: &Path) -> Vec<u8> {

@@ -9,6 +9,10 @@
 //!   step (2 micro-batches: rank 2 has none) counts as on one device.
 //! - A replica that panics mid-step stops the run with an error naming its
 //!   device and the step, within a bounded time.
+//! - ZeRO-1 (`shard_optimizer_state`, on by default with several devices)
+//!   against the unsharded optimizer on the same devices: the same bits in
+//!   every logged value, weight and checkpointed optimizer tensor, fp32 and
+//!   bf16; a sharded run interrupted and resumed equals the uninterrupted one.
 
 mod common;
 
@@ -17,11 +21,21 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use align::backend::{Cpu, CpuTrain, cpu_device};
+use align::model::gemma::Gemma;
+use align::model::hf::{load_gemma, parameter_ids};
 use align::recipe::StageKind;
-use align::train::parallel::Cluster;
+use align::train::adamw::{AdamW, AdamWConfig};
+use align::train::grad_norm::{clip_global_norm, clip_to_norm};
+use align::train::parallel::launch::run_replicas;
+use align::train::parallel::{Cluster, OptimizerShards};
+use align::train::resume::ResumeFrom;
 use align::train::run::{RunError, run_recipe_on};
 use align::train::stage::RunOptions;
-use common::{fixture, read_jsonl};
+use align::train::stage::StageError;
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::tensor::{DType, Tensor, TensorData};
+use common::{fixture, log_without_clock as log};
 use serde_json::Value;
 
 const TOLERANCE: f64 = 1e-5;
@@ -37,6 +51,15 @@ fn run(
     extra: &[&str],
     cluster: &Cluster<burn::tensor::Device<Cpu>>,
 ) -> Result<(), RunError> {
+    run_with(output, extra, cluster, RunOptions::default())
+}
+
+fn run_with(
+    output: &Path,
+    extra: &[&str],
+    cluster: &Cluster<burn::tensor::Device<Cpu>>,
+    options: RunOptions,
+) -> Result<(), RunError> {
     let mut set = vec![
         format!("output_dir={}", output.display()),
         "per_device_train_batch_size=1".to_string(),
@@ -44,23 +67,11 @@ fn run(
     set.extend(extra.iter().map(|s| s.to_string()));
     let options = RunOptions {
         quiet: true,
-        ..Default::default()
+        ..options
     };
     let config = fixture("tiny-gemma/recipe_dpo.yaml");
     run_recipe_on::<CpuTrain>(&config, &set, Some(StageKind::Dpo), &options, true, cluster)
         .map(|_| ())
-}
-
-/// The log without wall-clock fields.
-fn log(dir: &Path) -> Vec<Value> {
-    read_jsonl(&dir.join("metrics.jsonl"))
-        .into_iter()
-        .map(|mut entry| {
-            let map = entry.as_object_mut().unwrap();
-            map.retain(|key, _| !key.contains("runtime") && !key.contains("per_second"));
-            entry
-        })
-        .collect()
 }
 
 /// Largest difference between two logs with the same lines and keys.
@@ -173,4 +184,201 @@ fn a_device_failing_mid_step_stops_the_run_naming_it() {
             && error.contains("injected failure"),
         "{error}"
     );
+}
+
+/// Every tensor of a safetensors file, by name: dtype, shape and bytes.
+fn tensors(path: &Path) -> Vec<(String, String, Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut all: Vec<_> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let dtype = format!("{:?}", view.dtype());
+            (name, dtype, view.shape().to_vec(), view.data().to_vec())
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// Runs with and without the sharded optimizer agree bit for bit.
+fn assert_same_bits(sharded: &Path, unsharded: &Path, checkpoints: &[usize]) {
+    assert_eq!(log(sharded), log(unsharded), "logged values");
+    let weights = |dir: &Path| tensors(&dir.join("model.safetensors"));
+    assert!(weights(sharded) == weights(unsharded), "final weights");
+    for step in checkpoints {
+        let dir = format!("checkpoint-{step}");
+        let optimizer = |root: &Path| tensors(&root.join(&dir).join("optimizer.safetensors"));
+        let (got, want) = (optimizer(sharded), optimizer(unsharded));
+        let names = |all: &[(String, String, Vec<usize>, Vec<u8>)]| {
+            all.iter().map(|t| t.0.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(names(&got), names(&want), "{dir}: optimizer tensors");
+        assert!(got == want, "{dir}: optimizer state differs");
+    }
+}
+
+#[test]
+fn the_sharded_optimizer_updates_bit_for_bit_as_the_unsharded_one() {
+    for precision in ["bf16=false", "bf16=true"] {
+        let sharded = tempfile::tempdir().unwrap();
+        let unsharded = tempfile::tempdir().unwrap();
+        // 2 devices x 1 micro-batch: the reduce onto the owner adds the
+        // same two gradients as the all-reduce.
+        let common = [
+            precision,
+            "gradient_accumulation_steps=1",
+            "max_steps=5",
+            "save_strategy=steps",
+            "save_steps=2",
+        ];
+        let with = |flag: &'static str| [&common[..], &[flag]].concat();
+        run(
+            sharded.path(),
+            &with("shard_optimizer_state=true"),
+            &cluster(2),
+        )
+        .unwrap();
+        run(
+            unsharded.path(),
+            &with("shard_optimizer_state=false"),
+            &cluster(2),
+        )
+        .unwrap();
+        assert_same_bits(sharded.path(), unsharded.path(), &[2, 4]);
+        let masters = tensors(&sharded.path().join("checkpoint-4/optimizer.safetensors"))
+            .iter()
+            .filter(|t| t.0.ends_with(".master"))
+            .count();
+        // bf16: every parameter has its fp32 master in the gathered state.
+        let expected = if precision == "bf16=true" { 20 } else { 0 };
+        assert_eq!(masters, expected, "{precision}: master weights");
+    }
+}
+
+#[test]
+fn a_sharded_run_interrupted_and_resumed_equals_the_uninterrupted_run() {
+    let whole = tempfile::tempdir().unwrap();
+    let broken = tempfile::tempdir().unwrap();
+    let settings = [
+        "gradient_accumulation_steps=1",
+        "max_steps=6",
+        "save_strategy=steps",
+        "save_steps=4",
+    ];
+    run(whole.path(), &settings, &cluster(2)).unwrap();
+    let stopped = RunOptions {
+        stop_after_step: Some(3),
+        ..Default::default()
+    };
+    let error = run_with(broken.path(), &settings, &cluster(2), stopped)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("interrupted after step 3"), "{error}");
+    let resumed = RunOptions {
+        resume: Some(ResumeFrom::Latest),
+        ..Default::default()
+    };
+    run_with(broken.path(), &settings, &cluster(2), resumed).unwrap();
+    assert_same_bits(broken.path(), whole.path(), &[4]);
+}
+
+/// Synthetic gradients (fp32) for the parameters of `model` that `keep`
+/// accepts: the same on every replica, different each step, large enough
+/// that clipping acts.
+fn synthetic_grads(
+    model: &Gemma<CpuTrain>,
+    step: usize,
+    keep: &dyn Fn(ParamId) -> bool,
+) -> GradientsParams {
+    struct Make<'a>(GradientsParams, usize, usize, &'a dyn Fn(ParamId) -> bool);
+    impl ModuleVisitor<CpuTrain> for Make<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<CpuTrain, D>>) {
+            self.2 += 1;
+            if !(self.3)(param.id) {
+                return;
+            }
+            let shape = param.shape();
+            let (step, salt) = (self.1 as f32, self.2 as f32);
+            let values: Vec<f32> = (0..shape.num_elements())
+                .map(|i| (i as f32 * 0.37 + step * 1.3 + salt).sin() * 0.05)
+                .collect();
+            let device = param.val().device();
+            let grad: Tensor<Cpu, D> =
+                Tensor::from_data(TensorData::new(values, shape.clone()), &device);
+            self.0.register(param.id, grad);
+        }
+    }
+    let mut make = Make(GradientsParams::new(), step, 0, keep);
+    model.visit(&mut make);
+    make.0
+}
+
+/// Each parameter's bytes, in visiting order.
+fn parameter_bytes(model: &Gemma<CpuTrain>) -> Vec<Vec<u8>> {
+    struct Bytes(Vec<Vec<u8>>);
+    impl ModuleVisitor<CpuTrain> for Bytes {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<CpuTrain, D>>) {
+            self.0.push(param.val().into_data().bytes.to_vec());
+        }
+    }
+    let mut bytes = Bytes(Vec::new());
+    model.visit(&mut bytes);
+    bytes.0
+}
+
+/// The optimizer alone on 3 replicas (whose summed gradients the
+/// collective adds in an order that varies from run to run with 3 peers,
+/// so the whole-run comparison above uses 2): given the same gradients,
+/// 5 sharded steps (norm from the owners' squares, clipping, AdamW on the
+/// owned parameters, broadcast) equal 5 steps of one unsharded AdamW bit
+/// for bit on every replica, fp32 and bf16 (through fp32 masters), and
+/// each replica keeps only its share of the state.
+#[test]
+fn three_sharded_replicas_update_bit_for_bit_as_one_unsharded_adamw() {
+    for dtype in [DType::F32, DType::BF16] {
+        run_replicas::<Cpu, _>(&cluster(3), move |replica, device| {
+            let model = load_gemma::<CpuTrain>(&fixture("tiny-gemma/model"), dtype, &device)
+                .map_err(|e| StageError::Parallel(e.to_string()))?;
+            let shards = OptimizerShards::partition(&model, replica.rank, replica.world);
+            let config = AdamWConfig {
+                weight_decay: 0.01,
+                ..Default::default()
+            };
+            let (mut plain, mut sharded) = (AdamW::<Cpu>::new(config), AdamW::<Cpu>::new(config));
+            let (mut plain_model, mut sharded_model) = (model.clone(), model);
+            for step in 1..=5 {
+                let lr = 1e-3 * step as f64;
+                let (grads, plain_norm) =
+                    clip_global_norm(&plain_model, synthetic_grads(&plain_model, step, &|_| true), 1.0);
+                plain_model = plain.step(lr, plain_model, grads);
+                let owned = synthetic_grads(&sharded_model, step, &|id| shards.owns(id));
+                let all = parameter_ids(&sharded_model);
+                let norm = shards.global_norm(&replica, &device, &sharded_model, &owned, step)?;
+                let grads = clip_to_norm(&sharded_model, owned, 1.0, norm);
+                sharded_model = sharded.step(lr, sharded_model, grads);
+                sharded_model = shards.broadcast_parameters(&replica, sharded_model, step)?;
+                let rank = replica.rank;
+                if norm.to_bits() != plain_norm.to_bits() {
+                    return Err(StageError::Parallel(format!("rank {rank} step {step}: norm {norm} vs {plain_norm}")));
+                }
+                if parameter_bytes(&sharded_model) != parameter_bytes(&plain_model) {
+                    return Err(StageError::Parallel(format!("rank {rank} step {step}: weights differ")));
+                }
+                let kept = all.iter().filter(|(_, id)| sharded.moments.contains_key(id)).count();
+                let owned = all.iter().filter(|(_, id)| shards.owns(*id)).count();
+                let masters = sharded.masters.len();
+                let expected_masters = if dtype == DType::BF16 { owned } else { 0 };
+                if kept != owned || sharded.moments.len() != owned || masters != expected_masters {
+                    return Err(StageError::Parallel(format!(
+                        "rank {rank}: state of {kept} parameters ({masters} masters), owns {owned} of {}",
+                        all.len()
+                    )));
+                }
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{dtype:?}: {e}"));
+    }
 }

@@ -279,7 +279,10 @@ fn plan_memory(stage: &StageConfig, config: &GemmaConfig, devices: &DeviceSet) -
     let reference = stage.kind == StageKind::Dpo && !stage.dpo.precompute_ref_log_probs;
     let setup = Setup {
         dtype: compute_dtype(stage),
-        shards: devices.count as u64,
+        shards: match stage.ext.shard_optimizer_state {
+            true => devices.count as u64,
+            false => 1,
+        },
         accumulation: stage.training.gradient_accumulation_steps as u64,
         checkpointing: stage.training.gradient_checkpointing,
         reference,

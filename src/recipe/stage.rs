@@ -160,6 +160,10 @@ pub struct Extensions {
     pub backend: Option<BackendKind>,
     /// `None`: every visible device of the backend.
     pub devices: Option<Devices>,
+    /// ZeRO-1 with several devices: each keeps the AdamW state (fp32
+    /// moments and masters) of its share of the parameters. The update is
+    /// bit for bit the unsharded one; `false` keeps all of it everywhere.
+    pub shard_optimizer_state: bool,
 }
 
 impl Default for Extensions {
@@ -170,6 +174,7 @@ impl Default for Extensions {
             packing_shuffle: true,
             backend: None,
             devices: None,
+            shard_optimizer_state: true,
         }
     }
 }

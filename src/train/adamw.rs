@@ -22,6 +22,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Tensor};
 
+use super::precision::to_f32;
+
 /// Hyper-parameters, with transformers' defaults (not burn's).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamWConfig {
@@ -84,6 +86,13 @@ impl<B: Backend> AdamW<B> {
         model.map(&mut mapper)
     }
 
+    /// Keeps the state of the parameters `keep` accepts (this replica's
+    /// shard of a sharded optimizer, `parallel::shards`).
+    pub fn retain(&mut self, keep: impl Fn(ParamId) -> bool) {
+        self.moments.retain(|id, _| keep(*id));
+        self.masters.retain(|id, _| keep(*id));
+    }
+
     /// The new value of one parameter (inner backend, no graph).
     fn update<const D: usize>(
         &mut self,
@@ -141,14 +150,6 @@ impl<B: Backend> AdamW<B> {
         }
         self.masters.insert(id, value.clone());
         value.cast(dtype).reshape(shape)
-    }
-}
-
-/// `tensor` in fp32 (unchanged when it already is).
-fn to_f32<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Tensor<B, D> {
-    match tensor.dtype() {
-        DType::F32 => tensor,
-        _ => tensor.cast(DType::F32),
     }
 }
 

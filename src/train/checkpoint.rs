@@ -11,13 +11,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, ParamId};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::adamw::{AdamW, AdamWConfig, Moments};
-use super::trainer::LoopState;
+use super::parallel::OptimizerShards;
+use super::trainer::{LoopState, OptimizerView};
 use crate::log::LogEntry;
 use crate::model::gemma::Gemma;
 use crate::model::hf::{
@@ -69,7 +70,7 @@ pub struct TrainerState {
 /// What a checkpoint holds besides the loop's state.
 pub struct CheckpointContents<'a, A: AutodiffBackend> {
     pub model: &'a Gemma<A>,
-    pub optimizer: &'a AdamW<A::InnerBackend>,
+    pub optimizer: OptimizerView<'a, A::InnerBackend>,
     pub state: TrainerState,
     pub recipe_yaml: &'a str,
     /// Copied with the weights, so the folder is self-contained.
@@ -93,7 +94,11 @@ pub fn save_checkpoint<A: AutodiffBackend>(
     }
     save_gemma(&contents.model.valid(), &partial, contents.tokenizer_dir)?;
     (contents.finish)(&partial).map_err(|e| file_error(&partial, e))?;
-    save_optimizer(contents.model, contents.optimizer, &partial.join(OPTIMIZER))?;
+    save_optimizer(
+        contents.model,
+        &contents.optimizer,
+        &partial.join(OPTIMIZER),
+    )?;
     let state = serde_json::to_string_pretty(&contents.state).expect("trainer state serializes");
     write(&partial.join(TRAINER_STATE), state.as_bytes())?;
     write(&partial.join(RECIPE), contents.recipe_yaml.as_bytes())?;
@@ -159,11 +164,14 @@ pub struct Restored<A: AutodiffBackend> {
 }
 
 /// Reads `dir`, checking that every required file is there and whole.
+/// With `shard = Some((rank, world))` (a sharded optimizer), only the
+/// optimizer state of this replica's parameters is loaded.
 pub fn load_checkpoint<A: AutodiffBackend>(
     dir: &Path,
     adamw: AdamWConfig,
     dtype: DType,
     device: &A::Device,
+    shard: Option<(usize, usize)>,
 ) -> Result<Restored<A>, CheckpointError> {
     for name in REQUIRED_FILES {
         let path = dir.join(name);
@@ -182,7 +190,9 @@ pub fn load_checkpoint<A: AutodiffBackend>(
     let recipe_yaml =
         std::fs::read_to_string(&recipe_path).map_err(|e| file_error(&recipe_path, e))?;
     let model = load_gemma::<A>(dir, dtype, device)?;
-    let optimizer = load_optimizer(&model, adamw, &dir.join(OPTIMIZER), device)?;
+    let shards = shard.map(|(rank, world)| OptimizerShards::partition(&model, rank, world));
+    let keep = |id| shards.as_ref().is_none_or(|shards| shards.owns(id));
+    let optimizer = load_optimizer(&model, adamw, &dir.join(OPTIMIZER), device, keep)?;
     Ok(Restored {
         model,
         optimizer,
@@ -197,22 +207,45 @@ pub fn load_checkpoint<A: AutodiffBackend>(
 /// low bits of every update), and the step count in the metadata.
 fn save_optimizer<A: AutodiffBackend>(
     model: &Gemma<A>,
-    optimizer: &AdamW<A::InnerBackend>,
+    optimizer: &OptimizerView<'_, A::InnerBackend>,
     path: &Path,
 ) -> Result<(), CheckpointError> {
     let mut tensors = Vec::new();
-    for (name, id) in parameter_ids(model) {
-        if let Some(moments) = optimizer.moments.get(&id) {
-            tensors.push((format!("{name}.exp_avg"), moments.exp_avg.to_data()));
-            tensors.push((format!("{name}.exp_avg_sq"), moments.exp_avg_sq.to_data()));
+    let step = match optimizer {
+        OptimizerView::Whole(optimizer) => {
+            for (name, id) in parameter_ids(model) {
+                if let Some(moments) = optimizer.moments.get(&id) {
+                    tensors.push((format!("{name}.exp_avg"), moments.exp_avg.to_data()));
+                    tensors.push((format!("{name}.exp_avg_sq"), moments.exp_avg_sq.to_data()));
+                }
+                if let Some(master) = optimizer.masters.get(&id) {
+                    tensors.push((format!("{name}.master"), master.to_data()));
+                }
+            }
+            optimizer.step
         }
-        if let Some(master) = optimizer.masters.get(&id) {
-            tensors.push((format!("{name}.master"), master.to_data()));
+        OptimizerView::Gathered(state) => {
+            for (name, id) in parameter_ids(model) {
+                if let Some([exp_avg, exp_avg_sq]) = state.moments.get(&id) {
+                    tensors.push((format!("{name}.exp_avg"), exp_avg.clone()));
+                    tensors.push((format!("{name}.exp_avg_sq"), exp_avg_sq.clone()));
+                }
+                if let Some(master) = state.masters.get(&id) {
+                    tensors.push((format!("{name}.master"), master.clone()));
+                }
+            }
+            state.step
         }
-    }
+        OptimizerView::Shard => {
+            return Err(file_error(
+                path,
+                "the sharded optimizer state was not gathered before writing (a bug)",
+            ));
+        }
+    };
     let metadata = HashMap::from([
         ("format".to_string(), "align-adamw".to_string()),
-        ("step".to_string(), optimizer.step.to_string()),
+        ("step".to_string(), step.to_string()),
     ]);
     write_safetensors(path, &tensors, metadata)?;
     Ok(())
@@ -223,6 +256,7 @@ fn load_optimizer<A: AutodiffBackend>(
     config: AdamWConfig,
     path: &Path,
     device: &A::Device,
+    keep: impl Fn(ParamId) -> bool,
 ) -> Result<AdamW<A::InnerBackend>, CheckpointError> {
     let (metadata, mut tensors) = read_safetensors(path)?;
     let step = metadata
@@ -232,26 +266,26 @@ fn load_optimizer<A: AutodiffBackend>(
     let mut optimizer = AdamW::new(config);
     optimizer.step = step;
     for (name, id) in parameter_ids(model) {
-        let mut take = |suffix: &str| {
-            tensors
-                .remove(&format!("{name}.{suffix}"))
-                .map(|data| moment::<A::InnerBackend>(data, device))
-        };
+        // Another replica's share is checked for presence, not loaded.
+        let mine = keep(id);
+        let mut take = |suffix: &str| tensors.remove(&format!("{name}.{suffix}"));
+        let to_device = |data| moment::<A::InnerBackend>(data, device);
         match (take("exp_avg"), take("exp_avg_sq")) {
-            (Some(exp_avg), Some(exp_avg_sq)) => {
+            (Some(exp_avg), Some(exp_avg_sq)) if mine => {
                 optimizer.moments.insert(
                     id,
                     Moments {
-                        exp_avg,
-                        exp_avg_sq,
+                        exp_avg: to_device(exp_avg),
+                        exp_avg_sq: to_device(exp_avg_sq),
                     },
                 );
             }
+            (Some(_), Some(_)) => {}
             (None, None) if step == 0 => {}
             _ => return Err(file_error(path, format!("no moments for {name}"))),
         }
-        if let Some(master) = take("master") {
-            optimizer.masters.insert(id, master);
+        if let Some(master) = take("master").filter(|_| mine) {
+            optimizer.masters.insert(id, to_device(master));
         }
     }
     Ok(optimizer)

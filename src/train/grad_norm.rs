@@ -1,27 +1,43 @@
 //! Global gradient-norm clipping, as `torch.nn.utils.clip_grad_norm_`: the L2
 //! norm over all gradients together (burn's own clipping is per parameter).
 //! Each parameter counts once, so the tied embedding/LM head counts once.
+//!
+//! The norm is computed from one squared norm per parameter, added up in the
+//! model's order, so that a sharded optimizer (`parallel::shards`), whose
+//! replicas each hold some parameters' gradients, gets the same bits.
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, ElementConversion, Tensor};
+
+/// The squared L2 norm of each parameter's gradient (fp32), in visiting
+/// order; 0 for a parameter without one here.
+pub fn squared_norms<A: AutodiffBackend, M: AutodiffModule<A>>(
+    model: &M,
+    grads: &GradientsParams,
+) -> Vec<f32> {
+    let mut visitor = SquaredNorms::<A> {
+        grads,
+        squares: Vec::new(),
+        _backend: std::marker::PhantomData,
+    };
+    model.visit(&mut visitor);
+    visitor.squares
+}
+
+/// The norm from [`squared_norms`]: summed in fp32 in order, the root in f64.
+pub fn norm_from_squares(squares: &[f32]) -> f64 {
+    let sum = squares.iter().fold(0f32, |sum, square| sum + square);
+    (sum as f64).sqrt()
+}
 
 /// The total L2 norm of all gradients of `model`'s parameters.
 pub fn global_norm<A: AutodiffBackend, M: AutodiffModule<A>>(
     model: &M,
     grads: &GradientsParams,
 ) -> f64 {
-    let mut visitor = SquaredNorm::<A> { grads, sum: None };
-    model.visit(&mut visitor);
-    visitor.sum.map_or(0.0, |sum| {
-        let squares: f64 = sum
-            .into_data()
-            .convert::<f64>()
-            .to_vec::<f64>()
-            .expect("a scalar")[0];
-        squares.sqrt()
-    })
+    norm_from_squares(&squared_norms::<A, M>(model, grads))
 }
 
 /// Scales every gradient by `max_norm / (norm + 1e-6)` when that is below 1
@@ -32,9 +48,19 @@ pub fn clip_global_norm<A: AutodiffBackend, M: AutodiffModule<A>>(
     max_norm: f64,
 ) -> (GradientsParams, f64) {
     let norm = global_norm(model, &grads);
+    (clip_to_norm(model, grads, max_norm, norm), norm)
+}
+
+/// The clipping of [`clip_global_norm`] with the norm already known.
+pub fn clip_to_norm<A: AutodiffBackend, M: AutodiffModule<A>>(
+    model: &M,
+    grads: GradientsParams,
+    max_norm: f64,
+    norm: f64,
+) -> GradientsParams {
     let coefficient = max_norm / (norm + 1e-6);
     if max_norm <= 0.0 || coefficient >= 1.0 {
-        return (grads, norm);
+        return grads;
     }
     let mut scaler = Scale::<A> {
         grads,
@@ -42,23 +68,28 @@ pub fn clip_global_norm<A: AutodiffBackend, M: AutodiffModule<A>>(
         _backend: std::marker::PhantomData,
     };
     model.visit(&mut scaler);
-    (scaler.grads, norm)
+    scaler.grads
 }
 
-struct SquaredNorm<'a, A: AutodiffBackend> {
+struct SquaredNorms<'a, A: AutodiffBackend> {
     grads: &'a GradientsParams,
-    sum: Option<Tensor<A::InnerBackend, 1>>,
+    squares: Vec<f32>,
+    _backend: std::marker::PhantomData<A>,
 }
 
-impl<A: AutodiffBackend> ModuleVisitor<A> for SquaredNorm<'_, A> {
+impl<A: AutodiffBackend> ModuleVisitor<A> for SquaredNorms<'_, A> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<A, D>>) {
-        if let Some(grad) = self.grads.get::<A::InnerBackend, D>(param.id) {
-            let squares = grad.cast(DType::F32).powi_scalar(2).sum();
-            self.sum = Some(match self.sum.take() {
-                Some(sum) => sum + squares,
-                None => squares,
+        let square = self
+            .grads
+            .get::<A::InnerBackend, D>(param.id)
+            .map_or(0.0, |grad| {
+                grad.cast(DType::F32)
+                    .powi_scalar(2)
+                    .sum()
+                    .into_scalar()
+                    .elem::<f32>()
             });
-        }
+        self.squares.push(square);
     }
 }
 

@@ -49,9 +49,24 @@ pub struct StageHooks<'a> {
     pub checkpoints: CheckpointSetup<'a>,
     /// Test hook: behave as if Ctrl-C came during this step.
     pub stop_after_step: Option<usize>,
+    /// Whether the run stops after a step, decided once per step (the
+    /// signal may come between the two questions the loop asks).
+    pub stopping: Option<(usize, bool)>,
 }
 
 impl StageHooks<'_> {
+    /// Whether to stop after `step` (Ctrl-C, SIGTERM or the test hook).
+    fn stops_after(&mut self, step: usize) -> bool {
+        match self.stopping {
+            Some((decided, stop)) if decided == step => stop,
+            _ => {
+                let stop = interrupt::requested() || self.stop_after_step == Some(step);
+                self.stopping = Some((step, stop));
+                stop
+            }
+        }
+    }
+
     fn save<A: AutodiffBackend>(&self, view: &StepView<'_, A>) -> Result<PathBuf, TrainError> {
         let setup = &self.checkpoints;
         let state = TrainerState {
@@ -93,7 +108,7 @@ impl<A: AutodiffBackend> StepHooks<A> for StageHooks<'_> {
                 num_tokens: view.state.num_tokens,
             });
         }
-        let stop = interrupt::requested() || self.stop_after_step == Some(step);
+        let stop = self.stops_after(step);
         let last = step == view.total_steps;
         if stop && !last {
             let dir = self.save(view)?;
@@ -110,5 +125,10 @@ impl<A: AutodiffBackend> StepHooks<A> for StageHooks<'_> {
             self.save(view)?;
         }
         Ok(())
+    }
+
+    fn wants_optimizer_state(&mut self, step: usize, total: usize, epoch_done: bool) -> bool {
+        let interrupted = self.stops_after(step) && step != total;
+        interrupted || self.checkpoints.policy.due(step, epoch_done)
     }
 }

@@ -14,7 +14,7 @@
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Tensor};
 
 use crate::recipe::{StageConfig, TorchDtype};
@@ -54,10 +54,14 @@ impl<A: AutodiffBackend> ModuleVisitor<A> for Upcast<A> {
         let Some(grad) = self.grads.remove::<A::InnerBackend, D>(param.id) else {
             return;
         };
-        let grad = match grad.dtype() {
-            DType::F32 => grad,
-            _ => grad.cast(DType::F32),
-        };
-        self.grads.register(param.id, grad);
+        self.grads.register(param.id, to_f32(grad));
+    }
+}
+
+/// `tensor` in fp32 (unchanged when it already is).
+pub fn to_f32<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Tensor<B, D> {
+    match tensor.dtype() {
+        DType::F32 => tensor,
+        _ => tensor.cast(DType::F32),
     }
 }

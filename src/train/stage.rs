@@ -335,7 +335,7 @@ fn fit<A: AutodiffBackend, O: Objective<A>, E>(
     let settings = loop_settings(stage, micro_per_epoch, replica.world)?;
     let restored = match resume::requested(options.resume.as_ref(), stage) {
         Some(from) if !options.eval_only => {
-            restore::<A>(stage, &from, output_dir, &settings, device)?
+            restore::<A>(stage, &from, output_dir, &settings, device, replica)?
         }
         _ => None,
     };
@@ -401,6 +401,7 @@ fn fit<A: AutodiffBackend, O: Objective<A>, E>(
             policy: policy_settings,
         },
         stop_after_step: options.stop_after_step,
+        stopping: None,
     };
     interrupt::install();
     if stage.training.eval_on_start && trainer.state.step == 0 && !eval.is_empty() {
@@ -436,6 +437,7 @@ fn restore<A: AutodiffBackend>(
     output_dir: &Path,
     settings: &LoopSettings,
     device: &A::Device,
+    replica: &Replica,
 ) -> Result<Option<Restored<A>>, StageError> {
     let Some(dir) = from.locate(output_dir)? else {
         eprintln!(
@@ -444,7 +446,10 @@ fn restore<A: AutodiffBackend>(
         );
         return Ok(None);
     };
-    let restored = load_checkpoint::<A>(&dir, settings.adamw, compute_dtype(stage), device)?;
+    let shard = replica
+        .shards_optimizer()
+        .then_some((replica.rank, replica.world));
+    let restored = load_checkpoint::<A>(&dir, settings.adamw, compute_dtype(stage), device, shard)?;
     if let Err(keys) = resume::check_same_run(&restored.recipe_yaml, &stage.to_yaml()) {
         return Err(StageError::RecipeChanged {
             checkpoint: dir,

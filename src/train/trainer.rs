@@ -18,9 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use super::accounting::{CursorPosition, StepCursor, StepRules};
 use super::adamw::{AdamW, AdamWConfig};
-use super::grad_norm::clip_global_norm;
+use super::grad_norm::{clip_global_norm, clip_to_norm};
 use super::objective::{Metrics, Objective};
-use super::parallel::Replica;
+use super::parallel::shards::GatheredState;
+use super::parallel::{OptimizerShards, Replica};
 use super::precision::grads_to_f32;
 use super::preference::scalar;
 use super::schedule::Schedule;
@@ -124,11 +125,29 @@ pub struct LoopState {
     pub window_metrics: Vec<Metrics>,
 }
 
+/// The optimizer state as a checkpoint reads it.
+pub enum OptimizerView<'a, B: burn::tensor::backend::Backend> {
+    /// All of it, on this replica.
+    Whole(&'a AdamW<B>),
+    /// A sharded state gathered onto this replica's host.
+    Gathered(&'a GatheredState),
+    /// A sharded state that was not gathered: only this replica's share.
+    Shard,
+}
+
+impl<B: burn::tensor::backend::Backend> Clone for OptimizerView<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: burn::tensor::backend::Backend> Copy for OptimizerView<'_, B> {}
+
 /// What hooks see after each optimizer step (logging and eval of that step done).
 pub struct StepView<'a, A: AutodiffBackend> {
     pub state: &'a LoopState,
     pub model: &'a Gemma<A>,
-    pub optimizer: &'a AdamW<A::InnerBackend>,
+    pub optimizer: OptimizerView<'a, A::InnerBackend>,
     pub total_steps: usize,
     pub loss: f64,
     /// The step's micro-batch metrics.
@@ -141,6 +160,13 @@ pub struct StepView<'a, A: AutodiffBackend> {
 /// interrupts. An error stops training (`TrainError::Stopped` for a clean stop).
 pub trait StepHooks<A: AutodiffBackend> {
     fn after_step(&mut self, view: &StepView<'_, A>) -> Result<(), TrainError>;
+
+    /// Whether `after_step` of this step will read the whole optimizer
+    /// state (to write a checkpoint): a sharded state is then gathered
+    /// first. Asked once per step, before `after_step`.
+    fn wants_optimizer_state(&mut self, _step: usize, _total: usize, _epoch_done: bool) -> bool {
+        false
+    }
 }
 
 /// No hooks.
@@ -181,6 +207,8 @@ pub struct Trainer<'a, A: AutodiffBackend, O: Objective<A>> {
     /// Metric names of this replica's latest micro-batch (train, eval):
     /// rows from the other replicas arrive as bare numbers.
     metric_names: [Vec<String>; 2],
+    /// This replica's share of a sharded optimizer state (set by `fit`).
+    shards: Option<OptimizerShards>,
 }
 
 impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
@@ -198,6 +226,7 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
             state: LoopState::default(),
             replica: Replica::single(),
             metric_names: Default::default(),
+            shards: None,
         }
     }
 
@@ -225,6 +254,13 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
         let rules = self.settings.rules;
         let mut steps = StepCursor::resume(rules, accumulation, train, self.state.cursor)?;
         let total_steps = self.settings.total_steps;
+        self.shards = self
+            .replica
+            .shards_optimizer()
+            .then(|| OptimizerShards::partition(&model, self.replica.rank, self.replica.world));
+        if let Some(shards) = &self.shards {
+            shards.retain(&mut self.optimizer);
+        }
         while self.state.step < total_steps {
             let span = steps.next_step()?;
             let (step, epoch) = (self.state.step, self.state.epoch);
@@ -261,10 +297,16 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
             if span.ends_epoch {
                 self.end_of_epoch(&model, eval, epoch, step)?;
             }
+            let gathered = self.gather_for_hooks(&model, hooks, total_steps, span.ends_epoch)?;
+            let optimizer = match (&self.shards, &gathered) {
+                (None, _) => OptimizerView::Whole(&self.optimizer),
+                (Some(_), Some(state)) => OptimizerView::Gathered(state),
+                (Some(_), None) => OptimizerView::Shard,
+            };
             hooks.after_step(&StepView {
                 state: &self.state,
                 model: &model,
-                optimizer: &self.optimizer,
+                optimizer,
                 total_steps,
                 loss,
                 metrics: &metrics,
@@ -321,15 +363,11 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
                 self.state.num_tokens
             })
             .collect();
-        let replica = self.replica.clone();
-        let local = replica.guard(|| self.own_backward(&model, chunk, normalizer, step));
-        let status = match &local {
-            Ok((_, rows)) => Ok(row_width(rows)),
-            Err(error) => Err(error.as_str()),
-        };
         let device = device_of(&model);
-        let width = replica.agree::<A::InnerBackend>(&device, "training step", step, status)?;
-        let (grads, own) = local.map_err(TrainError::Hook)?;
+        let (grads, own, width) = match self.shards.clone() {
+            None => self.replica_backward(&model, chunk, normalizer, step)?,
+            Some(shards) => self.sharded_backward(&model, chunk, normalizer, step, &shards)?,
+        };
         let rows =
             self.exchange_rows(&device, "training step", step, chunk.len(), width, own, 0)?;
         let mut loss_sum = 0.0;
@@ -343,41 +381,142 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
         }
         let loss = loss_sum / normalizer;
         check_finite(step, "loss", loss)?;
-        let grads = self.replica.sum_gradients(&model, grads, step)?;
-        let (grads, grad_norm) = clip_global_norm(&model, grads, self.settings.max_grad_norm);
+        let max_norm = self.settings.max_grad_norm;
+        let (grads, grad_norm) = match &self.shards {
+            None => {
+                let grads = self.replica.sum_gradients(&model, grads, step)?;
+                clip_global_norm(&model, grads, max_norm)
+            }
+            Some(shards) => {
+                let norm = shards.global_norm(&self.replica, &device, &model, &grads, step)?;
+                (clip_to_norm(&model, grads, max_norm, norm), norm)
+            }
+        };
         check_finite(step, "grad_norm", grad_norm)?;
-        let model = self.optimizer.step(lr, model, grads);
+        let mut model = self.optimizer.step(lr, model, grads);
+        if let Some(shards) = &self.shards {
+            model = shards.broadcast_parameters(&self.replica, model, step)?;
+        }
         Ok((model, loss, grad_norm, metrics))
     }
 
     /// The backward of this replica's micro-batches of the step (all of
-    /// them on one device): the accumulated gradients and, per micro-batch,
-    /// its index in the step, loss numerator and metrics.
-    fn own_backward(
+    /// them on one device), after which the replicas agree that all went
+    /// well: the accumulated gradients, this replica's rows and the row width.
+    fn replica_backward(
         &mut self,
         model: &Gemma<A>,
         chunk: &[O::Batch],
         normalizer: f64,
         step: usize,
-    ) -> (GradientsParams, Vec<(usize, Vec<f64>, Metrics)>) {
+    ) -> Result<(GradientsParams, Vec<Row>, usize), TrainError> {
+        let replica = self.replica.clone();
+        let local = replica.guard(|| {
+            self.inject_failure(step);
+            let mut accumulator = GradientsAccumulator::<Gemma<A>>::new();
+            let mut rows = Vec::new();
+            for (index, batch) in chunk.iter().enumerate() {
+                if replica.owns(index) {
+                    let (grads, row) = self.micro_batch_backward(model, batch, index, normalizer);
+                    // bf16 gradients are accumulated (and reduced, clipped, applied) in fp32.
+                    accumulator.accumulate(model, grads_to_f32(model, grads));
+                    rows.push(row);
+                }
+            }
+            (accumulator.grads(), rows)
+        });
+        let status = match &local {
+            Ok((_, rows)) => Ok(row_width(rows)),
+            Err(error) => Err(error.as_str()),
+        };
+        let device = device_of(model);
+        let width = replica.agree::<A::InnerBackend>(&device, "training step", step, status)?;
+        let (grads, rows) = local.map_err(TrainError::Hook)?;
+        Ok((grads, rows, width))
+    }
+
+    /// The same with a sharded optimizer: the micro-batches go in rounds of
+    /// one per replica, and after each round every gradient is summed onto
+    /// its owner, which alone accumulates it (`parallel::shards`). Returns
+    /// the owned gradients of the whole step.
+    fn sharded_backward(
+        &mut self,
+        model: &Gemma<A>,
+        chunk: &[O::Batch],
+        normalizer: f64,
+        step: usize,
+        shards: &OptimizerShards,
+    ) -> Result<(GradientsParams, Vec<Row>, usize), TrainError> {
+        let replica = self.replica.clone();
+        let device = device_of(model);
+        let mut accumulator = GradientsAccumulator::<Gemma<A>>::new();
+        let (mut rows, mut width) = (Vec::new(), 0);
+        for round in 0..chunk.len().div_ceil(replica.world) {
+            let index = round * replica.world + replica.rank;
+            let local = replica.guard(|| {
+                self.inject_failure(step);
+                let batch = chunk.get(index)?;
+                Some(self.micro_batch_backward(model, batch, index, normalizer))
+            });
+            let status = match &local {
+                Ok(done) => Ok(done.as_ref().map_or(0, |(_, row)| row_len(row))),
+                Err(error) => Err(error.as_str()),
+            };
+            let round_width =
+                replica.agree::<A::InnerBackend>(&device, "training step", step, status)?;
+            width = width.max(round_width);
+            let (grads, row) = local.map_err(TrainError::Hook)?.unzip();
+            rows.extend(row);
+            let owned = shards.reduce_to_owners(&replica, model, grads, step)?;
+            accumulator.accumulate(model, owned);
+        }
+        Ok((accumulator.grads(), rows, width))
+    }
+
+    /// One micro-batch's gradients in the weights' dtype (its loss scaled
+    /// by the step's `normalizer`) and its row: index, loss numerator, metrics.
+    fn micro_batch_backward(
+        &mut self,
+        model: &Gemma<A>,
+        batch: &O::Batch,
+        index: usize,
+        normalizer: f64,
+    ) -> (GradientsParams, Row) {
+        let (loss, batch_metrics) = self.objective.train_loss(model, batch);
+        let numerator = scalar(loss.clone().detach().inner());
+        let grads = (loss / normalizer).backward();
+        let grads = GradientsParams::from_grads(grads, model);
+        (grads, (index, vec![numerator], batch_metrics))
+    }
+
+    fn inject_failure(&self, step: usize) {
         if self.replica.fail_at_step == Some(step) {
             panic!("injected failure (test hook)");
         }
-        let mut accumulator = GradientsAccumulator::<Gemma<A>>::new();
-        let mut rows = Vec::new();
-        for (index, batch) in chunk.iter().enumerate() {
-            if !self.replica.owns(index) {
-                continue;
-            }
-            let (loss, batch_metrics) = self.objective.train_loss(model, batch);
-            let numerator = scalar(loss.clone().detach().inner());
-            let grads = (loss / normalizer).backward();
-            // bf16 gradients are accumulated (and reduced, clipped, applied) in fp32.
-            let grads = grads_to_f32(model, GradientsParams::from_grads(grads, model));
-            accumulator.accumulate(model, grads);
-            rows.push((index, vec![numerator], batch_metrics));
+    }
+
+    /// With a sharded optimizer, the whole state gathered onto the primary
+    /// replica when the hooks will write it this step.
+    fn gather_for_hooks(
+        &mut self,
+        model: &Gemma<A>,
+        hooks: &mut dyn StepHooks<A>,
+        total_steps: usize,
+        epoch_done: bool,
+    ) -> Result<Option<GatheredState>, TrainError> {
+        let Some(shards) = &self.shards else {
+            return Ok(None);
+        };
+        let step = self.state.step;
+        let device = device_of(model);
+        let wanted = hooks.wants_optimizer_state(step, total_steps, epoch_done);
+        let wanted =
+            self.replica
+                .any::<A::InnerBackend>(&device, wanted, "optimizer gather", step)?;
+        if !wanted {
+            return Ok(None);
         }
-        (accumulator.grads(), rows)
+        shards.gather_state(&self.replica, &device, model, &self.optimizer, step)
     }
 
     /// Every replica's rows of a step (or an evaluation) in order: the
@@ -391,7 +530,7 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
         step: usize,
         count: usize,
         width: usize,
-        own: Vec<(usize, Vec<f64>, Metrics)>,
+        own: Vec<Row>,
         names: usize,
     ) -> Result<Vec<(Vec<f64>, Metrics)>, TrainError> {
         let lead = own.first().map_or(0, |(_, numbers, _)| numbers.len());
@@ -516,7 +655,7 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
     }
 
     /// This replica's evaluation batches: index, `[loss, examples]`, metrics.
-    fn own_eval(&mut self, model: &Gemma<A>, eval: &[O::Batch]) -> Vec<(usize, Vec<f64>, Metrics)> {
+    fn own_eval(&mut self, model: &Gemma<A>, eval: &[O::Batch]) -> Vec<Row> {
         let policy = model.valid();
         let mut rows = Vec::new();
         for (index, batch) in eval.iter().enumerate() {
@@ -531,11 +670,18 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
     }
 }
 
+/// A micro-batch's (or an eval batch's) index in the step, leading numbers
+/// (the loss numerator, ...) and metrics.
+type Row = (usize, Vec<f64>, Metrics);
+
 /// Numbers per row of the rows exchange (leading values and metrics); 0
 /// for a replica with no micro-batch in this step.
-fn row_width(rows: &[(usize, Vec<f64>, Metrics)]) -> usize {
-    rows.first()
-        .map_or(0, |(_, numbers, metrics)| numbers.len() + metrics.len())
+fn row_width(rows: &[Row]) -> usize {
+    rows.first().map_or(0, row_len)
+}
+
+fn row_len((_, numbers, metrics): &Row) -> usize {
+    numbers.len() + metrics.len()
 }
 
 /// The device of a model's parameters (on the inner backend).

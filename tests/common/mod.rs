@@ -149,3 +149,15 @@ pub fn compare_logs(metrics: &std::path::Path, expected: &std::path::Path) -> us
     }
     compared
 }
+
+/// `metrics.jsonl` of a run in `dir` without its wall-clock fields.
+pub fn log_without_clock(dir: &std::path::Path) -> Vec<Value> {
+    read_jsonl(&dir.join("metrics.jsonl"))
+        .into_iter()
+        .map(|mut entry| {
+            let map = entry.as_object_mut().unwrap();
+            map.retain(|key, _| !key.contains("runtime") && !key.contains("per_second"));
+            entry
+        })
+        .collect()
+}

@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn_collective::{CollectiveConfig, PeerId, finish_collective, register, reset_collective};
+use burn_collective::{
+    AllReduceStrategy, CollectiveConfig, PeerId, finish_collective, register, reset_collective,
+};
 
 use super::replica::{Replica, panic_message};
 use crate::recipe::StageConfig;
@@ -106,7 +108,10 @@ impl<D: Clone> Cluster<D> {
             text.parse()
                 .map_err(|e| StageError::Parallel(format!("address {text}: {e}")))
         };
+        // Ring (the default) cannot split tensors smaller than the node
+        // count: the one-number status exchange and small gradients.
         Ok(config
+            .with_global_all_reduce_strategy(AllReduceStrategy::Tree(2))
             .with_num_nodes(nodes.num_nodes)
             .with_global_address(address(&nodes.global_address)?)
             .with_node_address(address(&nodes.node_address)?)
@@ -123,7 +128,8 @@ pub fn run_stage_parallel<A: AutodiffBackend>(
 ) -> Result<StageOutcome, StageError> {
     let stage = stage.clone();
     let options = options.clone();
-    run_replicas::<A::InnerBackend, _>(cluster, move |replica, device| {
+    run_replicas::<A::InnerBackend, _>(cluster, move |mut replica, device| {
+        replica.shard_optimizer = stage.ext.shard_optimizer_state;
         let mut options = options.clone();
         options.quiet |= !replica.is_primary();
         run_stage_replica::<A>(&stage, &options, &device, &replica)
@@ -153,6 +159,7 @@ pub fn run_replicas<B: Backend, T: Send + 'static>(
             world: cluster.world(),
             names: names.clone(),
             fail_at_step: cluster.fail.filter(|&(r, _)| r == rank).map(|(_, s)| s),
+            shard_optimizer: false,
         };
         let (device, config, job, sender) =
             (device.clone(), config.clone(), job.clone(), sender.clone());

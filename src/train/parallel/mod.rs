@@ -8,7 +8,9 @@
 pub mod devices;
 pub mod launch;
 pub mod replica;
+pub mod shards;
 
 pub use devices::{DeviceKind, DeviceList};
 pub use launch::{Cluster, NodeSetup, run_stage_parallel};
 pub use replica::Replica;
+pub use shards::OptimizerShards;

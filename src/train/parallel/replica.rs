@@ -30,6 +30,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use burn_collective::{CollectiveError, PeerId, ReduceOperation, all_reduce};
 
+use super::shards::f32_zeros;
 use crate::train::trainer::TrainError;
 
 /// This replica's place among all of them (over every node).
@@ -44,6 +45,9 @@ pub struct Replica {
     /// Test hook: this replica panics in its micro-batches of this
     /// optimizer step (1-based), as a device that fails mid-step.
     pub fail_at_step: Option<usize>,
+    /// ZeRO-1 (`shard_optimizer_state`, on by default): the optimizer
+    /// state is split over the replicas ([`super::shards`]).
+    pub shard_optimizer: bool,
 }
 
 impl Default for Replica {
@@ -60,6 +64,7 @@ impl Replica {
             world: 1,
             names: Arc::new(vec!["the device".into()]),
             fail_at_step: None,
+            shard_optimizer: false,
         }
     }
 
@@ -70,6 +75,26 @@ impl Replica {
 
     pub fn name(&self, rank: usize) -> &str {
         self.names.get(rank).map_or("?", String::as_str)
+    }
+
+    /// Whether the optimizer state is sharded in this run.
+    pub fn shards_optimizer(&self) -> bool {
+        self.shard_optimizer && self.world > 1
+    }
+
+    /// Whether any replica passes `true`.
+    pub fn any<B: Backend>(
+        &self,
+        device: &B::Device,
+        flag: bool,
+        what: &'static str,
+        step: usize,
+    ) -> Result<bool, TrainError> {
+        if self.world == 1 {
+            return Ok(flag);
+        }
+        let summed = self.sum::<B>(device, vec![flag as u8 as f32], what, step)?;
+        Ok(summed[0] > 0.5)
     }
 
     /// Whether the micro-batch at `index` of a step is this replica's:
@@ -202,12 +227,12 @@ impl Replica {
         }
     }
 
-    fn peer(&self) -> PeerId {
+    pub(crate) fn peer(&self) -> PeerId {
         PeerId(self.rank as u32)
     }
 
     /// All-reduce (sum) of a host vector.
-    fn sum<B: Backend>(
+    pub(crate) fn sum<B: Backend>(
         &self,
         device: &B::Device,
         values: Vec<f32>,
@@ -230,7 +255,7 @@ impl Replica {
             .expect("f32 data"))
     }
 
-    fn collective_error(
+    pub(crate) fn collective_error(
         &self,
         what: &'static str,
         step: usize,
@@ -273,7 +298,7 @@ impl<A: AutodiffBackend> ModuleVisitor<A> for SumGradients<A> {
         let local = self
             .grads
             .remove::<A::InnerBackend, D>(param.id)
-            .unwrap_or_else(|| param.val().inner().zeros_like());
+            .unwrap_or_else(|| f32_zeros(param));
         let primitive = local.into_primitive().tensor();
         match all_reduce::<A::InnerBackend>(self.peer, primitive, ReduceOperation::Sum) {
             Ok(sum) => {
