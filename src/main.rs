@@ -11,7 +11,7 @@ use align::generate::session::{answer_file, answer_one, chat};
 use align::generate::{Generator, SamplingSettings};
 use align::plan::devices::parse_bytes;
 use align::plan::{DeviceRequest, PlanRequest, make_plan};
-use align::recipe::StageKind;
+use align::recipe::{BackendKind, Recipe, StageConfig, StageKind};
 use align::train::parallel::{Cluster, DeviceKind, DeviceList, NodeSetup};
 use align::train::resume::ResumeFrom;
 use align::train::run::{StageResult, run_recipe, run_recipe_on};
@@ -130,6 +130,37 @@ fn cluster<B: Backend>(flags: &RunFlags) -> Result<Cluster<B::Device>> {
         );
     }
     Ok(cluster)
+}
+
+/// `flags` with the recipe's `devices`/`backend` keys where `--devices`/
+/// `--backend` are not given (the command line wins). Every stage must
+/// name the same devices: replicas run a whole recipe.
+fn with_recipe_devices(path: &Path, flags: &RunFlags, kind: Option<StageKind>) -> Result<RunFlags> {
+    let mut flags = flags.clone();
+    if flags.devices.is_some() {
+        return Ok(flags);
+    }
+    let recipe = Recipe::load_as(path, &flags.set, kind)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let asked = |stage: &StageConfig| {
+        let list = DeviceList::from_recipe(stage.ext.backend, stage.ext.devices.as_ref());
+        (list, stage.ext.backend)
+    };
+    let mut stages = recipe.stages.iter().map(asked);
+    let Some((list, backend)) = stages.next() else {
+        return Ok(flags);
+    };
+    if stages.any(|other| other != (list.clone(), backend)) {
+        bail!(
+            "{}: the stages name different `devices`/`backend`; pass --devices for the whole run",
+            path.display()
+        );
+    }
+    flags.devices = list.map(|list| list.to_string());
+    if flags.backend.is_none() && backend == Some(BackendKind::Cuda) {
+        flags.backend = Some("cuda".into());
+    }
+    Ok(flags)
 }
 
 /// The backend `--backend` names, else the one `--devices` implies.
@@ -413,6 +444,7 @@ fn train(
     if plan.dry_run {
         return dry_run(path, flags, kind, plan);
     }
+    let flags = &with_recipe_devices(path, flags, kind)?;
     let options = flags.options(false);
     match backend_name(flags)?.as_deref() {
         None | Some("flex") | Some("cpu") | Some("ndarray") => {

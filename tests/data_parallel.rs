@@ -382,3 +382,34 @@ fn three_sharded_replicas_update_bit_for_bit_as_one_unsharded_adamw() {
         .unwrap_or_else(|e| panic!("{dtype:?}: {e}"));
     }
 }
+
+/// The recipe's `devices`/`backend` keys start the replicas as `--devices`
+/// does: 2 CPU devices double the effective batch, so the fixture's epoch
+/// (32 pairs, batch 2, accumulation 2) takes 4 steps instead of 8.
+#[test]
+fn the_recipe_devices_key_runs_the_replicas() {
+    let out = tempfile::tempdir().unwrap();
+    let output_dir = format!("output_dir={}", out.path().display());
+    let recipe = fixture("tiny-gemma/recipe_dpo.yaml");
+    let ran = std::process::Command::new(env!("CARGO_BIN_EXE_align"))
+        .arg("dpo")
+        .arg(&recipe)
+        .args([
+            "--quiet",
+            "--set",
+            &output_dir,
+            "--set",
+            "num_train_epochs=1",
+        ])
+        .args(["--set", "backend=cpu", "--set", "devices=[0,1]"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    assert!(ran.status.success(), "{stderr}");
+    let steps: Vec<u64> = log(out.path())
+        .iter()
+        .filter(|entry| entry.get("loss").is_some())
+        .map(|entry| entry["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [1, 2, 3, 4], "{stderr}");
+}

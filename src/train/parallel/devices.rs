@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::recipe::{BackendKind, Devices};
+
 /// CPU or CUDA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -99,7 +101,46 @@ impl DeviceList {
     }
 }
 
+impl fmt::Display for DeviceList {
+    /// The `--devices` spelling: `cuda:0,1`, `cuda:all`, `cpu:0,cpu:1`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.indices {
+            None => write!(f, "{}:all", self.kind),
+            Some(indices) => {
+                let names: Vec<String> = indices.iter().map(|&i| self.name(i)).collect();
+                f.write_str(&names.join(","))
+            }
+        }
+    }
+}
+
 impl DeviceList {
+    /// The recipe's `devices` key on the kind of its `backend` key (`None`
+    /// there: CUDA when built with it, else the CPU); `None` without a
+    /// `devices` key. The CPU has one device, so `devices: all` on it is one.
+    pub fn from_recipe(backend: Option<BackendKind>, devices: Option<&Devices>) -> Option<Self> {
+        let kind = match backend {
+            Some(BackendKind::Cuda) => DeviceKind::Cuda,
+            Some(BackendKind::Cpu) => DeviceKind::Cpu,
+            None if cfg!(feature = "cuda") => DeviceKind::Cuda,
+            None => DeviceKind::Cpu,
+        };
+        let indices = match (devices?, kind) {
+            (Devices::List(list), _) => {
+                let mut unique = Vec::new();
+                for &index in list {
+                    if !unique.contains(&index) {
+                        unique.push(index);
+                    }
+                }
+                Some(unique)
+            }
+            (Devices::All, DeviceKind::Cuda) => None,
+            (Devices::All, DeviceKind::Cpu) => Some(vec![0]),
+        };
+        Some(DeviceList { kind, indices })
+    }
+
     /// The devices of backend `B` this list names, with their names: the
     /// CPU backend's one device once per entry (the replicas are threads
     /// sharing it), a GPU backend's device of each index (`all`: every
@@ -142,8 +183,31 @@ mod tests {
         );
         assert_eq!(DeviceList::parse("cuda").unwrap().indices, None);
         assert_eq!(cpu.name(1), "cpu:1");
+        assert_eq!(cpu.to_string(), "cpu:0,cpu:1");
+        assert_eq!(
+            DeviceList::parse("cuda:all").unwrap().to_string(),
+            "cuda:all"
+        );
         for bad in ["cuda:0,cpu:1", "tpu:0", "cuda:x", "0,1", "cuda:all,1"] {
             assert!(DeviceList::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_recipe_keys_name_the_same_lists_as_the_flag() {
+        let list = |backend, devices: Devices| {
+            DeviceList::from_recipe(Some(backend), Some(&devices)).map(|l| l.to_string())
+        };
+        use BackendKind::{Cpu, Cuda};
+        assert_eq!(
+            list(Cuda, Devices::List(vec![0, 1, 1])).unwrap(),
+            "cuda:0,cuda:1"
+        );
+        assert_eq!(list(Cuda, Devices::All).unwrap(), "cuda:all");
+        assert_eq!(list(Cpu, Devices::List(vec![0, 1])).unwrap(), "cpu:0,cpu:1");
+        assert_eq!(list(Cpu, Devices::All).unwrap(), "cpu:0");
+        assert_eq!(DeviceList::from_recipe(Some(Cuda), None), None);
+        let spec = list(Cuda, Devices::List(vec![2, 3])).unwrap();
+        assert_eq!(DeviceList::parse(&spec).unwrap().indices, Some(vec![2, 3]));
     }
 }
