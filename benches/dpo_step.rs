@@ -14,7 +14,7 @@
 //! - `ALIGN_BENCH_BACKEND`: `cpu` (Flex) or `cuda` (needs `--features cuda`);
 //! - `ALIGN_BENCH_DTYPE`: `f32` or `bf16` (mixed precision: bf16 weights and
 //!   activations, fp32 master weights, moments and gradient sums);
-//! - `ALIGN_BENCH_CHECKPOINTING`: `1` runs on burn's balanced checkpointing;
+//! - `ALIGN_BENCH_CHECKPOINTING`: `1` recomputes each decoder layer in the backward (`train::recompute`);
 //! - `ALIGN_BENCH_PAIRS`, `ALIGN_BENCH_WARMUP`, `ALIGN_BENCH_STEPS`: override
 //!   the pairs per step, warm-up and timed steps;
 //! - `ALIGN_BENCH_PEAK_TFLOPS`: the device's dense peak for the MFU figure
@@ -29,7 +29,7 @@
 
 use std::time::Instant;
 
-use align::backend::{CpuTrain, CpuTrainCheckpointed, cpu_device};
+use align::backend::{CpuTrain, cpu_device};
 use align::log::History;
 use align::model::gemma::{Gemma, GemmaConfig, RandomInit};
 use align::plan::memory::{ComputeDtype, ModelShape, Setup, Workload, estimate};
@@ -38,6 +38,7 @@ use align::train::adamw::AdamWConfig;
 use align::train::dpo::{DpoLossKind, DpoLossSpec, DpoLossState};
 use align::train::logps::ScoredBatch;
 use align::train::preference::{DpoObjective, PreferenceBatch, Reference};
+use align::train::recompute::LayerRecompute;
 use align::train::schedule::{Schedule, ScheduleKind};
 use align::train::trainer::{LoopSettings, Trainer};
 use burn::module::AutodiffModule;
@@ -290,6 +291,10 @@ fn time_steps<A: AutodiffBackend>(options: &Options, device: A::Device) -> (Vec<
     let mut history = History::default();
     let mut trainer = Trainer::new(settings(steps), &mut objective, &mut history);
     let mut model = policy;
+    if options.checkpointing {
+        let (checkpointed, recompute) = LayerRecompute::install(model);
+        (model, trainer.recompute) = (checkpointed, Some(recompute));
+    }
     let mut times = Vec::new();
     let mut cpu_seconds = Vec::new();
     for (i, b) in batches.iter().enumerate() {
@@ -343,26 +348,20 @@ fn memory_estimate(options: &Options, config: &GemmaConfig) -> Value {
 }
 
 fn run(options: &Options) -> (Vec<f64>, Vec<f64>) {
-    match (options.backend.as_str(), options.checkpointing) {
-        ("cpu" | "flex", false) => time_steps::<CpuTrain>(options, cpu_device()),
-        ("cpu" | "flex", true) => time_steps::<CpuTrainCheckpointed>(options, cpu_device()),
-        ("cuda", checkpointing) => cuda(options, checkpointing),
-        (other, _) => panic!("ALIGN_BENCH_BACKEND={other}: expected cpu or cuda"),
+    match options.backend.as_str() {
+        "cpu" | "flex" => time_steps::<CpuTrain>(options, cpu_device()),
+        "cuda" => cuda(options),
+        other => panic!("ALIGN_BENCH_BACKEND={other}: expected cpu or cuda"),
     }
 }
 
 #[cfg(feature = "cuda")]
-fn cuda(options: &Options, checkpointing: bool) -> (Vec<f64>, Vec<f64>) {
-    use align::backend::{CudaTrain, TrainBackend};
-    let device = Default::default();
-    match checkpointing {
-        false => time_steps::<CudaTrain>(options, device),
-        true => time_steps::<<CudaTrain as TrainBackend>::Checkpointed>(options, device),
-    }
+fn cuda(options: &Options) -> (Vec<f64>, Vec<f64>) {
+    time_steps::<align::backend::CudaTrain>(options, Default::default())
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda(_: &Options, _: bool) -> (Vec<f64>, Vec<f64>) {
+fn cuda(_: &Options) -> (Vec<f64>, Vec<f64>) {
     panic!("ALIGN_BENCH_BACKEND=cuda: build with --features cuda")
 }
 

@@ -295,14 +295,6 @@ fn plan_memory(stage: &StageConfig, config: &GemmaConfig, devices: &DeviceSet) -
         rows,
         seq: seq as u64,
     };
-    if setup.checkpointing {
-        notes.push(
-            "gradient checkpointing is estimated as per-layer recomputation (only each layer's \
-             input kept); the run uses burn's BalancedCheckpointing, which also keeps matmul, \
-             cast and reduction outputs: measured 341 MB vs 231 MB estimated on the CPU bench shape"
-                .into(),
-        );
-    }
     let estimate = memory::estimate(&ModelShape::from_config(config), &workload, &setup);
     let total = estimate.per_device_memory_bytes;
     MemoryPlan {

@@ -20,7 +20,7 @@ pub mod plan;
 
 use std::path::{Path, PathBuf};
 
-use crate::backend::TrainBackend;
+use crate::backend::AutodiffBackend;
 use serde_yaml_ng::Value;
 
 pub use grid::{Axis, Grid, GridError};
@@ -130,7 +130,7 @@ pub fn grid_for(recipe: &Path, specs: &[String]) -> Result<Grid, SweepError> {
 /// Runs every point of `plan` in order (finished ones are skipped), then
 /// writes the report into `plan.root`. A failed run is recorded in the
 /// outcome, not returned as an error: the other points still run.
-pub fn run_sweep<A: TrainBackend>(
+pub fn run_sweep<A: AutodiffBackend>(
     plan: &SweepPlan,
     options: &RunOptions,
     device: &A::Device,
@@ -172,7 +172,7 @@ pub fn run_sweep<A: TrainBackend>(
     Ok(SweepOutcome { runs, report })
 }
 
-fn run_point<A: TrainBackend>(
+fn run_point<A: AutodiffBackend>(
     plan: &SweepPlan,
     run: &PlannedRun,
     options: &RunOptions,

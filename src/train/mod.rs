@@ -13,6 +13,7 @@ pub mod objective;
 pub mod parallel;
 pub mod precision;
 pub mod preference;
+pub mod recompute;
 pub mod reference;
 pub mod resume;
 pub mod run;

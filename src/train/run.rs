@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::parallel::{Cluster, run_stage_parallel};
 use super::stage::{RunOptions, StageError, StageOutcome, run_stage};
-use crate::backend::TrainBackend;
+use crate::backend::AutodiffBackend;
 use crate::recipe::{Recipe, RecipeError, StageConfig, StageKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +30,7 @@ pub enum StageResult {
 
 /// Loads `path` (a chained recipe or one handbook config, read as `kind`
 /// when given) with `overrides`, and runs its stages.
-pub fn run_recipe<A: TrainBackend>(
+pub fn run_recipe<A: AutodiffBackend>(
     path: &Path,
     overrides: &[String],
     kind: Option<StageKind>,
@@ -44,7 +44,7 @@ pub fn run_recipe<A: TrainBackend>(
 
 /// [`run_recipe`] with one replica per device of `cluster` (data parallel
 /// when there are several, here or on other nodes).
-pub fn run_recipe_on<A: TrainBackend>(
+pub fn run_recipe_on<A: AutodiffBackend>(
     path: &Path,
     overrides: &[String],
     kind: Option<StageKind>,
@@ -78,14 +78,11 @@ pub fn run_recipe_on<A: TrainBackend>(
                 stage.training.output_dir
             );
         }
-        // `gradient_checkpointing`: the same backend with burn's balanced
-        // checkpointing (see `backend::TrainBackend`).
-        let checkpointing = stage.training.gradient_checkpointing;
-        let outcome = match (checkpointing, cluster.world()) {
-            (false, 1) => run_stage::<A>(stage, options, &cluster.devices[0]),
-            (true, 1) => run_stage::<A::Checkpointed>(stage, options, &cluster.devices[0]),
-            (false, _) => run_stage_parallel::<A>(stage, options, cluster),
-            (true, _) => run_stage_parallel::<A::Checkpointed>(stage, options, cluster),
+        // `gradient_checkpointing` is per-layer recomputation in the loop
+        // (`train::recompute`), on the same backend.
+        let outcome = match cluster.world() {
+            1 => run_stage::<A>(stage, options, &cluster.devices[0]),
+            _ => run_stage_parallel::<A>(stage, options, cluster),
         };
         let outcome = outcome.map_err(|error| RunError::Stage {
             index: index + 1,

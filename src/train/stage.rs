@@ -21,6 +21,7 @@ use super::objective::Objective;
 use super::parallel::Replica;
 use super::precision::compute_dtype;
 use super::preference::{DpoObjective, PreferenceBatch, Reference};
+use super::recompute::LayerRecompute;
 use super::reference::{PrecomputeSettings, ReferenceLogps, precompute, weights_fingerprint};
 use super::resume::{self, ResumeFrom};
 use super::schedule::{Schedule, ScheduleKind};
@@ -385,6 +386,14 @@ fn fit<A: AutodiffBackend, O: Objective<A>, E>(
             restored.model
         }
         None => policy,
+    };
+    let policy = match stage.training.gradient_checkpointing {
+        true => {
+            let (policy, recompute) = LayerRecompute::install(policy);
+            trainer.recompute = Some(recompute);
+            policy
+        }
+        false => policy,
     };
     let finish = |dir: &Path| match &stage.data.chat_template {
         Some(template) => record_chat_template(dir, template).map_err(|e| e.to_string()),

@@ -9,6 +9,7 @@
 //! optimizer steps, the last of which may have fewer micro-batches; `epoch`
 //! is logged as `epoch_index + (last micro-batch + 1) / M`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
@@ -24,6 +25,7 @@ use super::parallel::shards::GatheredState;
 use super::parallel::{OptimizerShards, Replica};
 use super::precision::grads_to_f32;
 use super::preference::scalar;
+use super::recompute::LayerRecompute;
 use super::schedule::Schedule;
 use crate::log::{LogEntry, MetricsSink};
 use crate::model::gemma::Gemma;
@@ -209,6 +211,9 @@ pub struct Trainer<'a, A: AutodiffBackend, O: Objective<A>> {
     metric_names: [Vec<String>; 2],
     /// This replica's share of a sharded optimizer state (set by `fit`).
     shards: Option<OptimizerShards>,
+    /// Per-layer gradient checkpointing: the recompute the policy's
+    /// forward passes record into (`LayerRecompute::install`).
+    pub recompute: Option<Arc<LayerRecompute<A>>>,
 }
 
 impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
@@ -227,6 +232,7 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
             replica: Replica::single(),
             metric_names: Default::default(),
             shards: None,
+            recompute: None,
         }
     }
 
@@ -485,7 +491,10 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
         let (loss, batch_metrics) = self.objective.train_loss(model, batch);
         let numerator = scalar(loss.clone().detach().inner());
         let grads = (loss / normalizer).backward();
-        let grads = GradientsParams::from_grads(grads, model);
+        let grads = match &self.recompute {
+            None => GradientsParams::from_grads(grads, model),
+            Some(recompute) => recompute.backward(model, grads),
+        };
         (grads, (index, vec![numerator], batch_metrics))
     }
 

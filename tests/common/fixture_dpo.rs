@@ -6,7 +6,6 @@
 
 use std::path::Path;
 
-use align::backend::TrainBackend;
 use align::model::gemma::Gemma;
 use align::model::hf::{load_gemma, named_tensors};
 use align::recipe::StageKind;
@@ -174,7 +173,7 @@ pub fn check_micro_batches<A: AutodiffBackend>(
 /// logged step and the final eval line of `expected/dpo_train_log.jsonl`
 /// within `tolerance`; returns the worst errors and the largest share of
 /// the tolerance used.
-pub fn check_dpo_run<A: TrainBackend>(
+pub fn check_dpo_run<A: AutodiffBackend>(
     sets: &[&str],
     out: &Path,
     device: &A::Device,

@@ -34,6 +34,15 @@ pub struct AttentionMask<B: Backend> {
     blocked: Tensor<B, 4, Bool>,
 }
 
+impl<A: burn::tensor::backend::AutodiffBackend> AttentionMask<A> {
+    /// The same mask on the inner backend.
+    pub fn inner(&self) -> AttentionMask<A::InnerBackend> {
+        AttentionMask {
+            blocked: self.blocked.clone().inner(),
+        }
+    }
+}
+
 impl<B: Backend> AttentionMask<B> {
     /// Causal mask (burn's `tril_mask` is true strictly above the diagonal:
     /// the future), plus padded keys blocked where `padding` (`[batch, seq]`,

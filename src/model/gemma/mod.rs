@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 pub use build::{RandomInit, WeightSource};
 pub use config::{Activation, ActivationRule, GemmaConfig};
-pub use model::{ForwardInput, Gemma, KvCache};
+pub use model::{ForwardInput, Gemma, KvCache, LayerRunner, LayerRunnerSlot};
 
 /// Errors reading a `config.json`.
 #[derive(Debug, thiserror::Error)]

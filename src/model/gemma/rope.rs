@@ -48,6 +48,22 @@ pub struct RopeTable<B: Backend> {
     factors: Vec<Factors<B>>,
 }
 
+impl<A: burn::tensor::backend::AutodiffBackend> RopeTable<A> {
+    /// The same table on the inner backend (constants: no graph to lose).
+    pub fn inner(&self) -> RopeTable<A::InnerBackend> {
+        let factors = self
+            .factors
+            .iter()
+            .map(|f| Factors {
+                heads: f.heads,
+                cos: f.cos.clone().inner(),
+                signed_sin: f.signed_sin.clone().inner(),
+            })
+            .collect();
+        RopeTable { factors }
+    }
+}
+
 impl Rope {
     pub fn new(head_dim: usize, theta: f64) -> Self {
         // transformers: 1.0 / (base ** (arange(0, dim, 2).float() / dim)), in fp32.
