@@ -33,6 +33,10 @@ pub enum Reference<B: Backend> {
     Precomputed,
 }
 
+/// Stack of the reference model's thread (a forward pass is shallow; the
+/// default 2 MiB would do, this leaves room).
+const REFERENCE_STACK_BYTES: usize = 16 << 20;
+
 pub struct DpoObjective<A: AutodiffBackend> {
     pub spec: DpoLossSpec,
     pub reference: Reference<A::InnerBackend>,
@@ -42,6 +46,32 @@ pub struct DpoObjective<A: AutodiffBackend> {
 
 impl<A: AutodiffBackend> DpoObjective<A> {
     /// Summed completion log-probs of every row under the frozen reference.
+    /// The reference's log-prob sums of `batch`, and `policy_work`'s result.
+    /// A reference model runs on a second thread meanwhile: its forward
+    /// needs nothing from the policy's, and on the CPU most of a forward's
+    /// element-wise work is single-threaded, so the two overlap on two cores.
+    pub(crate) fn with_reference<T>(
+        &self,
+        batch: &PreferenceBatch,
+        policy_work: impl FnOnce() -> T,
+    ) -> (Tensor<A::InnerBackend, 1>, T) {
+        if matches!(self.reference, Reference::Precomputed) {
+            return (self.reference_logps(batch), policy_work());
+        }
+        std::thread::scope(|scope| {
+            let reference = std::thread::Builder::new()
+                .name("reference".into())
+                .stack_size(REFERENCE_STACK_BYTES)
+                .spawn_scoped(scope, || self.reference_logps(batch))
+                .expect("starting the reference thread");
+            let policy = policy_work();
+            match reference.join() {
+                Ok(reference) => (reference, policy),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+
     pub(crate) fn reference_logps(&self, batch: &PreferenceBatch) -> Tensor<A::InnerBackend, 1> {
         match &self.reference {
             Reference::Model(model) => sequence_logps(model, &batch.sequences, &self.device).sums,
@@ -67,8 +97,10 @@ impl<A: AutodiffBackend> Objective<A> for DpoObjective<A> {
         policy: &Gemma<A>,
         batch: &PreferenceBatch,
     ) -> (Tensor<A, 1>, Metrics) {
-        let reference = Tensor::<A, 1>::from_inner(self.reference_logps(batch));
-        let policy_out = sequence_logps(policy, &batch.sequences, &self.device);
+        let device = self.device.clone();
+        let (reference, policy_out) =
+            self.with_reference(batch, || sequence_logps(policy, &batch.sequences, &device));
+        let reference = Tensor::<A, 1>::from_inner(reference);
         preference_loss(&self.spec, &mut self.state, batch, policy_out, reference)
     }
 

@@ -38,8 +38,11 @@ impl<A: AutodiffBackend> Objective<A> for Trl07DpoObjective<A> {
         policy: &Gemma<A>,
         batch: &PreferenceBatch,
     ) -> (Tensor<A, 1>, Metrics) {
-        let reference = Tensor::<A, 1>::from_inner(self.base.reference_logps(batch));
-        let policy_out = sequence_logps(policy, &batch.sequences, &self.base.device);
+        let device = self.base.device.clone();
+        let (reference, policy_out) = self
+            .base
+            .with_reference(batch, || sequence_logps(policy, &batch.sequences, &device));
+        let reference = Tensor::<A, 1>::from_inner(reference);
         preference_loss(&self.loss, batch, policy_out, reference)
     }
 
