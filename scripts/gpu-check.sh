@@ -21,8 +21,9 @@
 #    step, see benches/dpo_step.rs; H100 SXM dense bf16 peak 989 TFLOP/s,
 #    ALIGN_BENCH_PEAK_TFLOPS to change), peak GPU memory (nvidia-smi, sampled
 #    every 200 ms, minus the reading before the run) against the --dry-run
-#    estimate of the same shape (plan::memory). With burn's balanced gradient
-#    checkpointing (ALIGN_GPU_CHECK_CHECKPOINTING=0 to run without): the
+#    estimate of the same shape (plan::memory). With per-layer gradient
+#    checkpointing (train::recompute; ALIGN_GPU_CHECK_CHECKPOINTING=0 to run
+#    without): the
 #    estimate without it is 85.6 GB for this shape on one device (activations
 #    29.4 GB), over an H100's 80 GB. If the step fails (out of memory), again
 #    with 1 pair per step, which the JSON line says ("pairs": 1).
