@@ -210,39 +210,22 @@ fn save_optimizer<A: AutodiffBackend>(
     optimizer: &OptimizerView<'_, A::InnerBackend>,
     path: &Path,
 ) -> Result<(), CheckpointError> {
+    let step = optimizer.step().ok_or_else(|| {
+        file_error(
+            path,
+            "the sharded optimizer state was not gathered before writing (a bug)",
+        )
+    })?;
     let mut tensors = Vec::new();
-    let step = match optimizer {
-        OptimizerView::Whole(optimizer) => {
-            for (name, id) in parameter_ids(model) {
-                if let Some(moments) = optimizer.moments.get(&id) {
-                    tensors.push((format!("{name}.exp_avg"), moments.exp_avg.to_data()));
-                    tensors.push((format!("{name}.exp_avg_sq"), moments.exp_avg_sq.to_data()));
-                }
-                if let Some(master) = optimizer.masters.get(&id) {
-                    tensors.push((format!("{name}.master"), master.to_data()));
-                }
-            }
-            optimizer.step
+    for (name, id) in parameter_ids(model) {
+        if let Some([exp_avg, exp_avg_sq]) = optimizer.moments(id) {
+            tensors.push((format!("{name}.exp_avg"), exp_avg));
+            tensors.push((format!("{name}.exp_avg_sq"), exp_avg_sq));
         }
-        OptimizerView::Gathered(state) => {
-            for (name, id) in parameter_ids(model) {
-                if let Some([exp_avg, exp_avg_sq]) = state.moments.get(&id) {
-                    tensors.push((format!("{name}.exp_avg"), exp_avg.clone()));
-                    tensors.push((format!("{name}.exp_avg_sq"), exp_avg_sq.clone()));
-                }
-                if let Some(master) = state.masters.get(&id) {
-                    tensors.push((format!("{name}.master"), master.clone()));
-                }
-            }
-            state.step
+        if let Some(master) = optimizer.master(id) {
+            tensors.push((format!("{name}.master"), master));
         }
-        OptimizerView::Shard => {
-            return Err(file_error(
-                path,
-                "the sharded optimizer state was not gathered before writing (a bug)",
-            ));
-        }
-    };
+    }
     let metadata = HashMap::from([
         ("format".to_string(), "align-adamw".to_string()),
         ("step".to_string(), step.to_string()),

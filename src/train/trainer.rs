@@ -12,8 +12,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, ParamId};
 use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::TensorData;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
@@ -144,6 +145,38 @@ impl<B: burn::tensor::backend::Backend> Clone for OptimizerView<'_, B> {
 }
 
 impl<B: burn::tensor::backend::Backend> Copy for OptimizerView<'_, B> {}
+
+impl<B: burn::tensor::backend::Backend> OptimizerView<'_, B> {
+    /// AdamW's step count; `None` for an ungathered shard.
+    pub fn step(&self) -> Option<u64> {
+        match self {
+            OptimizerView::Whole(optimizer) => Some(optimizer.step),
+            OptimizerView::Gathered(state) => Some(state.step),
+            OptimizerView::Shard => None,
+        }
+    }
+
+    /// `[exp_avg, exp_avg_sq]` of parameter `id`, flattened fp32.
+    pub fn moments(&self, id: ParamId) -> Option<[TensorData; 2]> {
+        match self {
+            OptimizerView::Whole(optimizer) => optimizer
+                .moments
+                .get(&id)
+                .map(|m| [m.exp_avg.to_data(), m.exp_avg_sq.to_data()]),
+            OptimizerView::Gathered(state) => state.moments.get(&id).cloned(),
+            OptimizerView::Shard => None,
+        }
+    }
+
+    /// The fp32 master weight of parameter `id` (bf16 parameters only).
+    pub fn master(&self, id: ParamId) -> Option<TensorData> {
+        match self {
+            OptimizerView::Whole(optimizer) => optimizer.masters.get(&id).map(|m| m.to_data()),
+            OptimizerView::Gathered(state) => state.masters.get(&id).cloned(),
+            OptimizerView::Shard => None,
+        }
+    }
+}
 
 /// What hooks see after each optimizer step (logging and eval of that step done).
 pub struct StepView<'a, A: AutodiffBackend> {
