@@ -366,6 +366,7 @@ fn cuda(_: &Options) -> (Vec<f64>, Vec<f64>) {
 }
 
 fn main() {
+    align::backend::keep_freed_memory();
     let options = Options::from_env();
     let shape = &options.shape;
     let config = shape.config();

@@ -308,6 +308,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    align::backend::keep_freed_memory();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
