@@ -17,6 +17,12 @@
 //! - `ALIGN_BENCH_CHECKPOINTING`: `1` recomputes each decoder layer in the backward (`train::recompute`);
 //! - `ALIGN_BENCH_PAIRS`, `ALIGN_BENCH_WARMUP`, `ALIGN_BENCH_STEPS`: override
 //!   the pairs per step, warm-up and timed steps;
+//! - `ALIGN_BENCH_REPLICAS`: data-parallel replicas on the CPU (default 1),
+//!   each a thread with `pairs / replicas` pairs per step, the same global
+//!   batch: what `devices: [0, 1]` with `backend: cpu` does in a recipe.
+//!   Flex runs most element-wise work on one thread, so two replicas keep
+//!   both cores busy (add `RAYON_NUM_THREADS=1` so that gemm's idle rayon
+//!   workers do not spin against the replicas);
 //! - `ALIGN_BENCH_PEAK_TFLOPS`: the device's dense peak for the MFU figure
 //!   (default 989, an H100 SXM in bf16, on CUDA; none on the CPU).
 //!
@@ -29,7 +35,7 @@
 
 use std::time::Instant;
 
-use align::backend::{CpuTrain, cpu_device};
+use align::backend::{Cpu, CpuTrain, cpu_device};
 use align::log::History;
 use align::model::gemma::{Gemma, GemmaConfig, RandomInit};
 use align::plan::memory::{ComputeDtype, ModelShape, Setup, Workload, estimate};
@@ -38,6 +44,8 @@ use align::train::adamw::AdamWConfig;
 use align::train::dpo::{DpoLossKind, DpoLossSpec, DpoLossState};
 use align::train::logps::ScoredBatch;
 use align::train::preference::{DpoObjective, PreferenceBatch, Reference};
+use align::train::parallel::launch::run_replicas;
+use align::train::parallel::{Cluster, Replica};
 use align::train::recompute::LayerRecompute;
 use align::train::schedule::{Schedule, ScheduleKind};
 use align::train::trainer::{LoopSettings, Trainer};
@@ -149,6 +157,9 @@ struct Options {
     warmup: usize,
     timed: usize,
     peak_tflops: Option<f64>,
+    /// Data-parallel replicas on the CPU, each on its own thread with
+    /// `pairs / replicas` pairs per step (`ALIGN_BENCH_REPLICAS`).
+    replicas: usize,
 }
 
 fn env(key: &str) -> Option<String> {
@@ -182,6 +193,7 @@ impl Options {
             warmup: env_number("ALIGN_BENCH_WARMUP").unwrap_or(3),
             timed: env_number("ALIGN_BENCH_STEPS").unwrap_or(10),
             peak_tflops: env_number("ALIGN_BENCH_PEAK_TFLOPS").or(default_peak),
+            replicas: env_number("ALIGN_BENCH_REPLICAS").unwrap_or(1),
             backend,
         }
     }
@@ -247,10 +259,10 @@ fn peak_rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-fn settings(steps: usize) -> LoopSettings {
+fn settings(steps: usize, replicas: usize) -> LoopSettings {
     LoopSettings {
         total_steps: 1,
-        accumulation: 1,
+        accumulation: replicas,
         schedule: Schedule {
             kind: ScheduleKind::Constant,
             peak_lr: 1e-5,
@@ -270,8 +282,16 @@ fn settings(steps: usize) -> LoopSettings {
 
 /// Times `warmup + timed` DPO optimizer steps on `A`; returns the
 /// wall-clock and CPU seconds of each timed one.
-fn time_steps<A: AutodiffBackend>(options: &Options, device: A::Device) -> (Vec<f64>, Vec<f64>) {
-    let shape = &options.shape;
+fn time_steps<A: AutodiffBackend>(
+    options: &Options,
+    device: A::Device,
+    replica: Replica,
+) -> (Vec<f64>, Vec<f64>) {
+    let replicas = replica.world;
+    let shape = &Shape {
+        pairs: options.shape.pairs / replicas,
+        ..options.shape.clone()
+    };
     <A as Backend>::seed(&device, 0);
     let mut init = RandomInit::<A> {
         std: 0.02,
@@ -281,7 +301,10 @@ fn time_steps<A: AutodiffBackend>(options: &Options, device: A::Device) -> (Vec<
     let policy = Gemma::from_source(shape.config(), &mut init).expect("random init");
     let reference: Gemma<A::InnerBackend> = policy.valid();
     let steps = options.warmup + options.timed;
-    let batches: Vec<PreferenceBatch> = (0..steps).map(|i| batch(shape, i)).collect();
+    // One micro-batch per replica per step; each replica runs its own.
+    let batches: Vec<Vec<PreferenceBatch>> = (0..steps)
+        .map(|i| (0..replicas).map(|r| batch(shape, i * replicas + r)).collect())
+        .collect();
     let mut objective = DpoObjective::<A> {
         spec: DpoLossSpec::new(vec![DpoLossKind::Sigmoid], None, 0.1, 0.0).expect("spec"),
         reference: Reference::Model(Box::new(reference)),
@@ -289,7 +312,8 @@ fn time_steps<A: AutodiffBackend>(options: &Options, device: A::Device) -> (Vec<
         device: device.clone(),
     };
     let mut history = History::default();
-    let mut trainer = Trainer::new(settings(steps), &mut objective, &mut history);
+    let mut trainer = Trainer::new(settings(steps, replicas), &mut objective, &mut history);
+    trainer.replica = replica;
     let mut model = policy;
     if options.checkpointing {
         let (checkpointed, recompute) = LayerRecompute::install(model);
@@ -300,8 +324,7 @@ fn time_steps<A: AutodiffBackend>(options: &Options, device: A::Device) -> (Vec<
     for (i, b) in batches.iter().enumerate() {
         let started = Instant::now();
         let cpu_started = process_cpu_seconds();
-        let one = vec![b.clone()];
-        let epochs = |_: usize| one.clone();
+        let epochs = |_: usize| b.clone();
         // `fit` continues from the trainer's state: start each call afresh
         // so that it runs exactly one optimizer step.
         trainer.state = Default::default();
@@ -349,15 +372,27 @@ fn memory_estimate(options: &Options, config: &GemmaConfig) -> Value {
 
 fn run(options: &Options) -> (Vec<f64>, Vec<f64>) {
     match options.backend.as_str() {
-        "cpu" | "flex" => time_steps::<CpuTrain>(options, cpu_device()),
+        "cpu" | "flex" if options.replicas > 1 => cpu_replicas(options),
+        "cpu" | "flex" => time_steps::<CpuTrain>(options, cpu_device(), Replica::single()),
         "cuda" => cuda(options),
         other => panic!("ALIGN_BENCH_BACKEND={other}: expected cpu or cuda"),
     }
 }
 
+/// Replica 0's timings of a data-parallel run over CPU threads.
+fn cpu_replicas(options: &Options) -> (Vec<f64>, Vec<f64>) {
+    let names = (0..options.replicas).map(|i| format!("cpu:{i}")).collect();
+    let cluster = Cluster::local(vec![cpu_device(); options.replicas], names);
+    let options = options.clone();
+    run_replicas::<Cpu, _>(&cluster, move |replica, device| {
+        Ok(time_steps::<CpuTrain>(&options, device, replica))
+    })
+    .expect("replicas")
+}
+
 #[cfg(feature = "cuda")]
 fn cuda(options: &Options) -> (Vec<f64>, Vec<f64>) {
-    time_steps::<align::backend::CudaTrain>(options, Default::default())
+    time_steps::<align::backend::CudaTrain>(options, Default::default(), Replica::single())
 }
 
 #[cfg(not(feature = "cuda"))]
