@@ -43,9 +43,9 @@ use align::train::accounting::StepRules;
 use align::train::adamw::AdamWConfig;
 use align::train::dpo::{DpoLossKind, DpoLossSpec, DpoLossState};
 use align::train::logps::ScoredBatch;
-use align::train::preference::{DpoObjective, PreferenceBatch, Reference};
 use align::train::parallel::launch::run_replicas;
 use align::train::parallel::{Cluster, Replica};
+use align::train::preference::{DpoObjective, PreferenceBatch, Reference};
 use align::train::recompute::LayerRecompute;
 use align::train::schedule::{Schedule, ScheduleKind};
 use align::train::trainer::{LoopSettings, Trainer};
@@ -303,7 +303,11 @@ fn time_steps<A: AutodiffBackend>(
     let steps = options.warmup + options.timed;
     // One micro-batch per replica per step; each replica runs its own.
     let batches: Vec<Vec<PreferenceBatch>> = (0..steps)
-        .map(|i| (0..replicas).map(|r| batch(shape, i * replicas + r)).collect())
+        .map(|i| {
+            (0..replicas)
+                .map(|r| batch(shape, i * replicas + r))
+                .collect()
+        })
         .collect();
     let mut objective = DpoObjective::<A> {
         spec: DpoLossSpec::new(vec![DpoLossKind::Sigmoid], None, 0.1, 0.0).expect("spec"),
