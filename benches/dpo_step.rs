@@ -288,17 +288,29 @@ fn time_steps<A: AutodiffBackend>(
     replica: Replica,
 ) -> (Vec<f64>, Vec<f64>) {
     let replicas = replica.world;
+    assert_eq!(
+        options.shape.pairs % replicas,
+        0,
+        "ALIGN_BENCH_REPLICAS={replicas} must divide the {} pairs of a step",
+        options.shape.pairs
+    );
     let shape = &Shape {
         pairs: options.shape.pairs / replicas,
         ..options.shape.clone()
     };
-    <A as Backend>::seed(&device, 0);
-    let mut init = RandomInit::<A> {
-        std: 0.02,
-        dtype: options.dtype,
-        device: device.clone(),
+    let policy = {
+        // The seed is the backend's, shared by the replica threads: one
+        // initialisation at a time gives every replica the same weights.
+        static ONE_INIT_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _init = ONE_INIT_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        <A as Backend>::seed(&device, 0);
+        let mut init = RandomInit::<A> {
+            std: 0.02,
+            dtype: options.dtype,
+            device: device.clone(),
+        };
+        Gemma::from_source(shape.config(), &mut init).expect("random init")
     };
-    let policy = Gemma::from_source(shape.config(), &mut init).expect("random init");
     let reference: Gemma<A::InnerBackend> = policy.valid();
     let steps = options.warmup + options.timed;
     // One micro-batch per replica per step; each replica runs its own.
