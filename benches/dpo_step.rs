@@ -21,8 +21,8 @@
 //!   each a thread with `pairs / replicas` pairs per step, the same global
 //!   batch: what `devices: [0, 1]` with `backend: cpu` does in a recipe.
 //!   Flex runs most element-wise work on one thread, so two replicas keep
-//!   both cores busy (add `RAYON_NUM_THREADS=1` so that gemm's idle rayon
-//!   workers do not spin against the replicas);
+//!   both cores busy (`backend::share_cores_among_replicas` sizes gemm's
+//!   rayon pool to the cores per replica, as `align` does);
 //! - `ALIGN_BENCH_PEAK_TFLOPS`: the device's dense peak for the MFU figure
 //!   (default 989, an H100 SXM in bf16, on CUDA; none on the CPU).
 //!
@@ -397,6 +397,7 @@ fn run(options: &Options) -> (Vec<f64>, Vec<f64>) {
 
 /// Replica 0's timings of a data-parallel run over CPU threads.
 fn cpu_replicas(options: &Options) -> (Vec<f64>, Vec<f64>) {
+    align::backend::share_cores_among_replicas(options.replicas);
     let names = (0..options.replicas).map(|i| format!("cpu:{i}")).collect();
     let cluster = Cluster::local(vec![cpu_device(); options.replicas], names);
     let options = options.clone();

@@ -450,6 +450,7 @@ fn train(
     match backend_name(flags)?.as_deref() {
         None | Some("flex") | Some("cpu") | Some("ndarray") => {
             let cluster = cluster::<Cpu>(flags)?;
+            align::backend::share_cores_among_replicas(cluster.devices.len());
             let results =
                 run_recipe_on::<CpuTrain>(path, &flags.set, kind, &options, force, &cluster)?;
             report(&results);
