@@ -44,7 +44,7 @@ use align::train::adamw::AdamWConfig;
 use align::train::dpo::{DpoLossKind, DpoLossSpec, DpoLossState};
 use align::train::logps::ScoredBatch;
 use align::train::parallel::launch::run_replicas;
-use align::train::parallel::{Cluster, Replica};
+use align::train::parallel::{Cluster, DeviceKind, DeviceList, Replica};
 use align::train::preference::{DpoObjective, PreferenceBatch, Reference};
 use align::train::recompute::LayerRecompute;
 use align::train::schedule::{Schedule, ScheduleKind};
@@ -398,8 +398,12 @@ fn run(options: &Options) -> (Vec<f64>, Vec<f64>) {
 /// Replica 0's timings of a data-parallel run over CPU threads.
 fn cpu_replicas(options: &Options) -> (Vec<f64>, Vec<f64>) {
     align::backend::share_cores_among_replicas(options.replicas);
-    let names = (0..options.replicas).map(|i| format!("cpu:{i}")).collect();
-    let cluster = Cluster::local(vec![cpu_device(); options.replicas], names);
+    let list = DeviceList {
+        kind: DeviceKind::Cpu,
+        indices: Some((0..options.replicas).collect()),
+    };
+    let (devices, names) = list.devices::<Cpu>();
+    let cluster = Cluster::local(devices, names);
     let options = options.clone();
     run_replicas::<Cpu, _>(&cluster, move |replica, device| {
         Ok(time_steps::<CpuTrain>(&options, device, replica))
