@@ -1,6 +1,8 @@
 //! Elementwise functions of the model written here rather than taken from
-//! burn: softmax and log-softmax (bit-equal on both backends) and the tanh
-//! GELU (fewer, cheaper ops).
+//! burn: softmax and log-softmax (bit-equal on both backends), Gemma's
+//! RMSNorm, the rotary embedding and the tanh GELU (fewer, cheaper ops). On
+//! the CPU backend `model::fused` runs all but the log-softmax as fused kernels
+//! instead; these are the other backends' path.
 //!
 //! Softmax and log-softmax are composed from elementary ops, not burn's
 //! fused kernels.
@@ -30,6 +32,36 @@ pub fn softmax<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tenso
     let exp = (x - max).exp();
     let sum = exp.clone().sum_dim(dim);
     exp / sum
+}
+
+/// Gemma's RMSNorm over the last axis: `x · r · (1 + weight)` with
+/// `r = 1 / sqrt(mean(x²) + eps)` per row.
+pub fn rms_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 1>,
+    eps: f64,
+) -> Tensor<B, D> {
+    let mean_square = x.clone().powi_scalar(2).mean_dim(D - 1);
+    let normed = x * (mean_square + eps).sqrt().recip();
+    normed * (weight + 1.0).unsqueeze::<D>()
+}
+
+/// Rotary embedding against tables of `x`'s shape:
+/// `x ⊙ cos + swap_halves(x) ⊙ signed_sin` (see `gemma::rope`).
+pub fn rope<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: Tensor<B, 4>,
+    signed_sin: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    x.clone() * cos + swap_halves(x) * signed_sin
+}
+
+/// `(x1, x2) -> (x2, x1)` over the last dimension.
+fn swap_halves<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let half = x.dims()[3] / 2;
+    let x1 = x.clone().narrow(3, 0, half);
+    let x2 = x.narrow(3, half, half);
+    Tensor::cat(vec![x2, x1], 3)
 }
 
 /// `gelu_pytorch_tanh`: `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`,

@@ -2,7 +2,7 @@
 //! embeddings, as transformers' eager `GemmaAttention`: scores scaled by
 //! `head_dim^-0.5`, masked positions filled before a softmax taken in fp32.
 
-use crate::model::ops::softmax;
+use crate::model::fused::attention_probs;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
@@ -209,12 +209,15 @@ impl<B: Backend> Attention<B> {
         let keys = k.dims()[2];
         let (k, v) = (repeat_kv(k, heads), repeat_kv(v, heads));
         let dtype = q.dtype();
-        let scores = q.matmul(k.swap_dims(2, 3)) * (head_dim as f64).powf(-0.5);
-        let scores = scores.cast(DType::F32).mask_fill(
-            mask.blocked.clone().expand([batch, heads, queries, keys]),
-            f32::MIN,
-        );
-        let probs = softmax(scores, 3).cast(dtype);
+        let scale = (head_dim as f64).powf(-0.5);
+        let blocked = mask.blocked.clone().expand([batch, heads, queries, keys]);
+        let scores = q.matmul(k.swap_dims(2, 3));
+        let probs = if dtype == DType::F32 {
+            attention_probs(scores, blocked, scale)
+        } else {
+            // Scaled in the model's dtype, softmax in fp32, as transformers does.
+            attention_probs((scores * scale).cast(DType::F32), blocked, 1.0).cast(dtype)
+        };
         let out = probs
             .matmul(v)
             .swap_dims(1, 2)

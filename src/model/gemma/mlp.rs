@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 
 use super::Activation;
 use super::linear::Linear;
-use crate::model::ops::gelu_tanh;
+use crate::model::fused::gelu_tanh_gated;
 
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
@@ -35,10 +35,11 @@ impl<B: Backend> Mlp<B> {
 
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let gate = self.gate_proj.forward(x.clone());
-        let gate = match self.activation {
-            Activation::GeluExact => gelu(gate),
-            Activation::GeluTanh => gelu_tanh(gate),
+        let up = self.up_proj.forward(x);
+        let hidden = match self.activation {
+            Activation::GeluExact => gelu(gate) * up,
+            Activation::GeluTanh => gelu_tanh_gated(gate, up),
         };
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        self.down_proj.forward(hidden)
     }
 }

@@ -7,6 +7,8 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
+use crate::model::fused;
+
 #[derive(Module, Debug)]
 pub struct RmsNorm<B: Backend> {
     /// Stored as Hugging Face does: the offset from 1 (zeros = identity scale).
@@ -25,11 +27,8 @@ impl<B: Backend> RmsNorm<B> {
     /// Normalises over the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let dtype = x.dtype();
-        let x = x.cast(DType::F32);
-        let mean_square = x.clone().powi_scalar(2).mean_dim(D - 1);
-        let normed = x * (mean_square + self.eps).sqrt().recip();
-        let scale = self.weight.val().cast(DType::F32) + 1.0;
-        (normed * scale.unsqueeze::<D>()).cast(dtype)
+        let weight = self.weight.val().cast(DType::F32);
+        fused::rms_norm(x.cast(DType::F32), weight, self.eps).cast(dtype)
     }
 }
 

@@ -19,6 +19,8 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
 
+use crate::model::fused;
+
 /// Inverse frequencies `theta^(-2i/d)` for one head dimension.
 #[derive(Clone, Debug)]
 pub struct Rope {
@@ -148,16 +150,8 @@ impl<B: Backend> RopeTable<B> {
             .iter()
             .find(|f| f.heads == heads)
             .expect("the rope table is made for every head count of the model");
-        x.clone() * factors.cos.clone() + swap_halves(x) * factors.signed_sin.clone()
+        fused::rope(x, factors.cos.clone(), factors.signed_sin.clone())
     }
-}
-
-/// `(x1, x2) -> (x2, x1)` over the last dimension.
-fn swap_halves<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let half = x.dims()[3] / 2;
-    let x1 = x.clone().narrow(3, 0, half);
-    let x2 = x.narrow(3, half, half);
-    Tensor::cat(vec![x2, x1], 3)
 }
 
 #[cfg(test)]

@@ -1,0 +1,164 @@
+//! The fused kernels as nodes of burn's autodiff graph on the CPU: the
+//! forward is Flex's (`flex`), the backward one fused pass.
+
+use burn::tensor::ops::FloatTensor;
+use burn_autodiff::NodeId;
+use burn_autodiff::checkpoint::base::Checkpointer;
+use burn_autodiff::checkpoint::strategy::NoCheckpointing;
+use burn_autodiff::grads::Gradients;
+use burn_autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn_flex::FlexTensor;
+
+use super::flex;
+use crate::backend::{Cpu, CpuTrain};
+
+/// Keeps the probabilities and the mask: the backward needs nothing else.
+#[derive(Debug)]
+struct AttentionProbs;
+
+impl Backward<Cpu, 1> for AttentionProbs {
+    /// Probabilities, mask, scale.
+    type State = (FlexTensor, FlexTensor, f32);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (probs, blocked, scale) = ops.state;
+        unary::<Cpu, _>(ops.parents, ops.node, grads, |grad| {
+            flex::attention_probs_backward(&probs, &blocked, &grad, scale)
+        });
+    }
+}
+
+pub fn attention_probs(
+    scores: FloatTensor<CpuTrain>,
+    blocked: FlexTensor,
+    scale: f32,
+) -> FloatTensor<CpuTrain> {
+    let probs = flex::attention_probs(&scores.primitive, &blocked, scale);
+    match AttentionProbs
+        .prepare::<NoCheckpointing>([scores.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((probs.clone(), blocked, scale), probs),
+        OpsKind::UnTracked(prep) => prep.finish(probs),
+    }
+}
+
+/// Keeps both inputs (the linear layers' outputs, alive anyway).
+#[derive(Debug)]
+struct GeluTanhGated;
+
+impl Backward<Cpu, 2> for GeluTanhGated {
+    /// Gate, up.
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (gate, up) = ops.state;
+        let grad = grads.consume::<Cpu>(&ops.node);
+        let grads_of_inputs = flex::gelu_tanh_gated_backward(&gate, &up, &grad);
+        register_both(
+            ops.parents.map(|parent| parent.map(|node| node.id)),
+            grads_of_inputs,
+            grads,
+        );
+    }
+}
+
+pub fn gelu_tanh_gated(
+    gate: FloatTensor<CpuTrain>,
+    up: FloatTensor<CpuTrain>,
+) -> FloatTensor<CpuTrain> {
+    let out = flex::gelu_tanh_gated(&gate.primitive, &up.primitive);
+    match GeluTanhGated
+        .prepare::<NoCheckpointing>([gate.node.clone(), up.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((gate.primitive, up.primitive), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
+/// Keeps the input, the weight and each row's `r`.
+#[derive(Debug)]
+struct RmsNorm;
+
+impl Backward<Cpu, 2> for RmsNorm {
+    /// x, weight, r per row.
+    type State = (FlexTensor, FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, weight, inv_rms) = ops.state;
+        let grad = grads.consume::<Cpu>(&ops.node);
+        let grads_of_inputs = flex::rms_norm_backward(&x, &weight, &inv_rms, &grad);
+        register_both(
+            ops.parents.map(|parent| parent.map(|node| node.id)),
+            grads_of_inputs,
+            grads,
+        );
+    }
+}
+
+pub fn rms_norm(
+    x: FloatTensor<CpuTrain>,
+    weight: FloatTensor<CpuTrain>,
+    eps: f32,
+) -> FloatTensor<CpuTrain> {
+    let (out, inv_rms) = flex::rms_norm(&x.primitive, &weight.primitive, eps);
+    match RmsNorm
+        .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((x.primitive, weight.primitive, inv_rms), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
+/// Hands each of a two-input op's gradients to its input, where that input
+/// takes part in the graph.
+fn register_both(
+    parents: [Option<NodeId>; 2],
+    (first, second): (FlexTensor, FlexTensor),
+    grads: &mut Gradients,
+) {
+    let [first_parent, second_parent] = parents;
+    for (parent, grad) in [(first_parent, first), (second_parent, second)] {
+        if let Some(id) = parent {
+            grads.register::<Cpu>(id, grad);
+        }
+    }
+}
+
+/// Keeps the tables: the rotation is linear in `x`.
+#[derive(Debug)]
+struct Rope;
+
+impl Backward<Cpu, 1> for Rope {
+    /// cos, signed sin.
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (cos, signed_sin) = ops.state;
+        unary::<Cpu, _>(ops.parents, ops.node, grads, |grad| {
+            flex::rope_backward(&cos, &signed_sin, &grad)
+        });
+    }
+}
+
+/// The tables are constants: no gradient flows into them.
+pub fn rope(
+    x: FloatTensor<CpuTrain>,
+    cos: FloatTensor<CpuTrain>,
+    signed_sin: FloatTensor<CpuTrain>,
+) -> FloatTensor<CpuTrain> {
+    let out = flex::rope(&x.primitive, &cos.primitive, &signed_sin.primitive);
+    match Rope
+        .prepare::<NoCheckpointing>([x.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((cos.primitive, signed_sin.primitive), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}

@@ -1,0 +1,170 @@
+//! The fused kernels on Flex's tensors: make the inputs contiguous, run the
+//! slice kernel, wrap its output.
+
+use burn::tensor::TensorData;
+use burn_flex::FlexTensor;
+
+/// The fused kernels read f32 data laid out row-major from offset 0.
+fn f32_slice(tensor: &FlexTensor) -> &[f32] {
+    tensor
+        .as_slice::<f32>()
+        .unwrap_or_else(|| unreachable!("callers pass contiguous f32 tensors"))
+}
+
+fn output(values: Vec<f32>, like: &FlexTensor) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, like.layout().shape().clone()))
+}
+
+/// The last axis's length: one softmax row.
+fn row_len(tensor: &FlexTensor) -> usize {
+    let shape = tensor.layout().shape();
+    shape[shape.num_dims() - 1]
+}
+
+/// A bool tensor's bytes (Flex stores one byte, 0 or 1, per element).
+fn mask_bytes(blocked: &FlexTensor) -> &[u8] {
+    &blocked.bytes()[..blocked.layout().num_elements()]
+}
+
+pub fn attention_probs(scores: &FlexTensor, blocked: &FlexTensor, scale: f32) -> FlexTensor {
+    let (scores, blocked) = (scores.to_contiguous(), blocked.to_contiguous());
+    let mut probs = vec![0.0; scores.layout().num_elements()];
+    align_kernels::masked_softmax(
+        f32_slice(&scores),
+        mask_bytes(&blocked),
+        row_len(&scores),
+        scale,
+        &mut probs,
+    );
+    output(probs, &scores)
+}
+
+pub fn attention_probs_backward(
+    probs: &FlexTensor,
+    blocked: &FlexTensor,
+    grad: &FlexTensor,
+    scale: f32,
+) -> FlexTensor {
+    let (blocked, grad) = (blocked.to_contiguous(), grad.to_contiguous());
+    let mut grad_scores = vec![0.0; probs.layout().num_elements()];
+    align_kernels::masked_softmax_backward(
+        f32_slice(probs),
+        mask_bytes(&blocked),
+        f32_slice(&grad),
+        row_len(probs),
+        scale,
+        &mut grad_scores,
+    );
+    output(grad_scores, probs)
+}
+
+pub fn gelu_tanh_gated(gate: &FlexTensor, up: &FlexTensor) -> FlexTensor {
+    let (gate, up) = (gate.to_contiguous(), up.to_contiguous());
+    let mut out = vec![0.0; gate.layout().num_elements()];
+    align_kernels::gelu_tanh_gated(f32_slice(&gate), f32_slice(&up), &mut out);
+    output(out, &gate)
+}
+
+/// The gradients of `gate` and `up`.
+pub fn gelu_tanh_gated_backward(
+    gate: &FlexTensor,
+    up: &FlexTensor,
+    grad: &FlexTensor,
+) -> (FlexTensor, FlexTensor) {
+    let (gate, up, grad) = (
+        gate.to_contiguous(),
+        up.to_contiguous(),
+        grad.to_contiguous(),
+    );
+    let n = gate.layout().num_elements();
+    let (mut grad_gate, mut grad_up) = (vec![0.0; n], vec![0.0; n]);
+    align_kernels::gelu_tanh_gated_backward(
+        f32_slice(&gate),
+        f32_slice(&up),
+        f32_slice(&grad),
+        &mut grad_gate,
+        &mut grad_up,
+    );
+    (output(grad_gate, &gate), output(grad_up, &gate))
+}
+
+/// The normalised `x` and each row's `r = 1 / sqrt(mean(x²) + eps)`.
+pub fn rms_norm(x: &FlexTensor, weight: &FlexTensor, eps: f32) -> (FlexTensor, FlexTensor) {
+    let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
+    let n = x.layout().num_elements();
+    let rows = n / row_len(&x);
+    let (mut out, mut inv_rms) = (vec![0.0; n], vec![0.0; rows]);
+    align_kernels::rms_norm(
+        f32_slice(&x),
+        f32_slice(&weight),
+        eps,
+        &mut out,
+        &mut inv_rms,
+    );
+    let inv_rms = FlexTensor::from_data(TensorData::new(inv_rms, [rows]));
+    (output(out, &x), inv_rms)
+}
+
+/// The gradients of `x` and `weight`.
+pub fn rms_norm_backward(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    inv_rms: &FlexTensor,
+    grad: &FlexTensor,
+) -> (FlexTensor, FlexTensor) {
+    let (x, weight, grad) = (
+        x.to_contiguous(),
+        weight.to_contiguous(),
+        grad.to_contiguous(),
+    );
+    let (mut grad_x, mut grad_weight) = (
+        vec![0.0; x.layout().num_elements()],
+        vec![0.0; weight.layout().num_elements()],
+    );
+    align_kernels::rms_norm_backward(
+        f32_slice(&x),
+        f32_slice(&weight),
+        f32_slice(inv_rms),
+        f32_slice(&grad),
+        &mut grad_x,
+        &mut grad_weight,
+    );
+    (output(grad_x, &x), output(grad_weight, &weight))
+}
+
+pub fn rope(x: &FlexTensor, cos: &FlexTensor, signed_sin: &FlexTensor) -> FlexTensor {
+    let (x, cos, signed_sin) = (
+        x.to_contiguous(),
+        cos.to_contiguous(),
+        signed_sin.to_contiguous(),
+    );
+    let mut out = vec![0.0; x.layout().num_elements()];
+    align_kernels::rope(
+        f32_slice(&x),
+        f32_slice(&cos),
+        f32_slice(&signed_sin),
+        row_len(&x),
+        &mut out,
+    );
+    output(out, &x)
+}
+
+/// The gradient of `x`. `grad` arrives transposed (the heads moved to the
+/// front after the rotation); one contiguous copy of it is far cheaper
+/// than Flex's element-by-element strided walk.
+pub fn rope_backward(cos: &FlexTensor, signed_sin: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
+    let (cos, signed_sin, grad) = (
+        cos.to_contiguous(),
+        signed_sin.to_contiguous(),
+        grad.to_contiguous(),
+    );
+    let mut grad_x = vec![0.0; grad.layout().num_elements()];
+    align_kernels::rope_backward(
+        f32_slice(&grad),
+        f32_slice(&cos),
+        f32_slice(&signed_sin),
+        row_len(&grad),
+        &mut grad_x,
+    );
+    output(grad_x, &grad)
+}

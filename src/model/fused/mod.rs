@@ -1,0 +1,195 @@
+//! The model's element-wise hot spots as fused kernels where the backend is
+//! burn's CPU one: the attention probabilities (scale, mask, softmax), the
+//! MLP's gated tanh GELU, the RMSNorm and the rotary embedding, each one multi-threaded pass
+//! forward and one backward (`align_kernels`). Other backends compose the
+//! same math from burn ops (`model::ops`).
+//!
+//! Why: on Flex each link of those chains is a single-threaded scalar pass
+//! with its own autodiff node (broadcasting ones walk strided), and together
+//! they took about a third of the CPU bench's samples while one of the two
+//! cores sat idle.
+//!
+//! Policy and reference stay bit-identical, as TRL's do: the autodiff
+//! backend's forward here is the inner backend's (`flex`), so the policy
+//! (`Autodiff<Flex>`) and the frozen reference (`Flex`) run the same kernel.
+//!
+//! The backend is told apart at run time (`TypeId`), not by a trait bound:
+//! the model stays generic over `B: Backend`, and only this module knows
+//! that a faster path exists.
+
+mod autodiff;
+mod flex;
+
+use std::any::{Any, TypeId};
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, DType, Tensor, TensorPrimitive};
+
+use crate::backend::{Cpu, CpuTrain};
+use crate::model::ops;
+
+/// Which implementation a backend gets.
+enum Route {
+    /// Flex itself: the fused forward.
+    Flex,
+    /// Flex under autodiff: the fused forward and backward.
+    FlexAutodiff,
+    /// Anything else: burn ops.
+    Composed,
+}
+
+fn route<B: Backend>(fusable: bool) -> Route {
+    let backend = TypeId::of::<B>();
+    if !fusable {
+        Route::Composed
+    } else if backend == TypeId::of::<Cpu>() {
+        Route::Flex
+    } else if backend == TypeId::of::<CpuTrain>() {
+        Route::FlexAutodiff
+    } else {
+        Route::Composed
+    }
+}
+
+/// `softmax(where(blocked, f32::MIN, scale · scores))` over the last axis:
+/// the attention probabilities of fp32 `scores` (`[batch, heads, queries,
+/// keys]`) with `blocked` of the same shape.
+pub fn attention_probs<B: Backend>(
+    scores: Tensor<B, 4>,
+    blocked: Tensor<B, 4, Bool>,
+    scale: f64,
+) -> Tensor<B, 4> {
+    let scale32 = scale as f32;
+    match route::<B>(scores.dtype() == DType::F32 && scores.dims() == blocked.dims()) {
+        Route::Flex => {
+            let (scores, blocked) =
+                retype::<_, (Tensor<Cpu, 4>, Tensor<Cpu, 4, Bool>)>((scores, blocked));
+            let probs = flex::attention_probs(&float(scores), &blocked.into_primitive(), scale32);
+            retype(from_float::<Cpu, 4>(probs))
+        }
+        Route::FlexAutodiff => {
+            let (scores, blocked) =
+                retype::<_, (Tensor<CpuTrain, 4>, Tensor<CpuTrain, 4, Bool>)>((scores, blocked));
+            let probs = autodiff::attention_probs(float(scores), blocked.into_primitive(), scale32);
+            retype(from_float::<CpuTrain, 4>(probs))
+        }
+        Route::Composed => {
+            let scores = if scale == 1.0 { scores } else { scores * scale };
+            ops::softmax(scores.mask_fill(blocked, f32::MIN), 3)
+        }
+    }
+}
+
+/// `gelu_tanh(gate) ⊙ up` (Gemma's `gelu_pytorch_tanh` GeGLU).
+pub fn gelu_tanh_gated<B: Backend, const D: usize>(
+    gate: Tensor<B, D>,
+    up: Tensor<B, D>,
+) -> Tensor<B, D> {
+    let fusable =
+        gate.dtype() == DType::F32 && up.dtype() == DType::F32 && gate.dims() == up.dims();
+    match route::<B>(fusable) {
+        Route::Flex => {
+            let (gate, up) = retype::<_, (Tensor<Cpu, D>, Tensor<Cpu, D>)>((gate, up));
+            retype(from_float::<Cpu, D>(flex::gelu_tanh_gated(
+                &float(gate),
+                &float(up),
+            )))
+        }
+        Route::FlexAutodiff => {
+            let (gate, up) = retype::<_, (Tensor<CpuTrain, D>, Tensor<CpuTrain, D>)>((gate, up));
+            retype(from_float::<CpuTrain, D>(autodiff::gelu_tanh_gated(
+                float(gate),
+                float(up),
+            )))
+        }
+        Route::Composed => ops::gelu_tanh(gate) * up,
+    }
+}
+
+/// Gemma's RMSNorm over the last axis of fp32 `x`: `x · r · (1 + weight)`,
+/// `r = 1 / sqrt(mean(x²) + eps)` (`weight` is the offset from 1, as stored).
+pub fn rms_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 1>,
+    eps: f64,
+) -> Tensor<B, D> {
+    let fusable = x.dtype() == DType::F32
+        && weight.dtype() == DType::F32
+        && x.dims()[D - 1] == weight.dims()[0];
+    match route::<B>(fusable) {
+        Route::Flex => {
+            let (x, weight) = retype::<_, (Tensor<Cpu, D>, Tensor<Cpu, 1>)>((x, weight));
+            let (out, _) = flex::rms_norm(&float(x), &float(weight), eps as f32);
+            retype(from_float::<Cpu, D>(out))
+        }
+        Route::FlexAutodiff => {
+            let (x, weight) = retype::<_, (Tensor<CpuTrain, D>, Tensor<CpuTrain, 1>)>((x, weight));
+            retype(from_float::<CpuTrain, D>(autodiff::rms_norm(
+                float(x),
+                float(weight),
+                eps as f32,
+            )))
+        }
+        Route::Composed => ops::rms_norm(x, weight, eps),
+    }
+}
+
+/// The rotary embedding of `x` (`[batch, seq, heads, head_dim]`) against
+/// constant tables of its shape: `x ⊙ cos + swap_halves(x) ⊙ signed_sin`.
+pub fn rope<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: Tensor<B, 4>,
+    signed_sin: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    let fusable = [x.dtype(), cos.dtype(), signed_sin.dtype()] == [DType::F32; 3]
+        && x.dims() == cos.dims()
+        && x.dims() == signed_sin.dims()
+        && x.dims()[3] % 2 == 0;
+    match route::<B>(fusable) {
+        Route::Flex => {
+            let (x, cos, sin) =
+                retype::<_, (Tensor<Cpu, 4>, Tensor<Cpu, 4>, Tensor<Cpu, 4>)>((x, cos, signed_sin));
+            retype(from_float::<Cpu, 4>(flex::rope(
+                &float(x),
+                &float(cos),
+                &float(sin),
+            )))
+        }
+        Route::FlexAutodiff => {
+            let (x, cos, sin) = retype::<
+                _,
+                (
+                    Tensor<CpuTrain, 4>,
+                    Tensor<CpuTrain, 4>,
+                    Tensor<CpuTrain, 4>,
+                ),
+            >((x, cos, signed_sin));
+            retype(from_float::<CpuTrain, 4>(autodiff::rope(
+                float(x),
+                float(cos),
+                float(sin),
+            )))
+        }
+        Route::Composed => ops::rope(x, cos, signed_sin),
+    }
+}
+
+fn float<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> B::FloatTensorPrimitive {
+    tensor.into_primitive().tensor()
+}
+
+fn from_float<B: Backend, const D: usize>(primitive: B::FloatTensorPrimitive) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(primitive))
+}
+
+/// `value` as `To`, which `route` has established is its own type.
+fn retype<From: 'static, To: 'static>(value: From) -> To {
+    let mut slot = Some(value);
+    (&mut slot as &mut dyn Any)
+        .downcast_mut::<Option<To>>()
+        .and_then(Option::take)
+        .unwrap_or_else(|| unreachable!("route() matched the backend type"))
+}
+
+#[cfg(test)]
+mod tests;
