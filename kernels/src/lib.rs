@@ -2,10 +2,12 @@
 //! over its data, split over rayon's pool.
 //!
 //! Why a crate of its own: the model's element-wise hot spots (the attention
-//! softmax, the MLP's gated GELU, the RMSNorm and the rotary embedding) cost more on burn's CPU backend than
-//! their matmuls' share suggests, because each is a chain of single-threaded
-//! scalar ops plus autodiff bookkeeping for every link. These kernels are the
-//! chain in one pass, forward and backward; `align::model::fused` plugs them
+//! softmax, the MLP's gated GELU, the RMSNorm, the rotary embedding) cost
+//! more on burn's CPU backend than their share of the FLOPs suggests,
+//! because each is a chain of single-threaded scalar ops plus autodiff
+//! bookkeeping for every link, and its linear layers' products pay for an
+//! extra copy of each output and a transposed weight gradient. These
+//! kernels do each in one pass, forward and backward; `align::model::fused` plugs them
 //! into burn. Kept apart so that the dev profile can build them with full
 //! optimisation (loop vectorisation needs `opt-level = 3`) while the main
 //! crate builds fast.
@@ -13,14 +15,16 @@
 mod exp;
 mod gelu;
 mod lanes;
+mod matmul;
 mod rms_norm;
 mod rope;
 mod softmax;
 
 pub use exp::exp;
 pub use gelu::{gelu_tanh_gated, gelu_tanh_gated_backward};
+pub use matmul::{linear, linear_backward};
 pub use rms_norm::{rms_norm, rms_norm_backward};
-pub use rope::{rope, rope_backward};
+pub use rope::{RopeShape, rope, rope_backward};
 pub use softmax::{masked_softmax, masked_softmax_backward};
 
 /// Elements one rayon task handles: large enough that scheduling is noise,

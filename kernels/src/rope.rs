@@ -4,68 +4,110 @@
 //! `swap_halves` exchanges the row's two halves. Linear in `x`, so the
 //! backward is the transposed map: `dx_j = dy_j·cos_j + dy_σ(j)·sin_σ(j)`
 //! with `σ` the half swap.
+//!
+//! The output is written heads-first (`[batch, heads, seq, head_dim]`), so
+//! attention's matmuls read it contiguously and its gradient comes back
+//! contiguous: a transposed view instead cost a strided copy per layer.
 
 use rayon::prelude::*;
 
 use crate::TASK_ELEMENTS;
 
-/// Whole head rows per task.
-fn task_len(head_dim: usize) -> usize {
-    (TASK_ELEMENTS / head_dim).max(1) * head_dim
+/// The rotation's input shape `[batch, seq, heads, head_dim]`; its output
+/// is `[batch, heads, seq, head_dim]`, the layout attention's matmuls read.
+#[derive(Clone, Copy, Debug)]
+pub struct RopeShape {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    pub head_dim: usize,
 }
 
-/// Rotates each row of `head_dim` (even) of `x` into `out`.
-pub fn rope(x: &[f32], cos: &[f32], signed_sin: &[f32], head_dim: usize, out: &mut [f32]) {
-    assert_rows(&[x.len(), cos.len(), signed_sin.len(), out.len()], head_dim);
-    let half = head_dim / 2;
-    let task = task_len(head_dim);
-    out.par_chunks_mut(task)
-        .zip(x.par_chunks(task))
-        .zip(cos.par_chunks(task).zip(signed_sin.par_chunks(task)))
-        .for_each(|((out, x), (cos, sin))| {
-            for (((out, x), cos), sin) in out
-                .chunks_exact_mut(head_dim)
-                .zip(x.chunks_exact(head_dim))
-                .zip(cos.chunks_exact(head_dim))
-                .zip(sin.chunks_exact(head_dim))
-            {
-                let (x1, x2) = x.split_at(half);
-                let (out1, out2) = out.split_at_mut(half);
-                let (cos1, cos2) = cos.split_at(half);
-                let (sin1, sin2) = sin.split_at(half);
-                for i in 0..half {
-                    out1[i] = x1[i] * cos1[i] + x2[i] * sin1[i];
-                    out2[i] = x2[i] * cos2[i] + x1[i] * sin2[i];
-                }
+impl RopeShape {
+    fn elements(&self) -> usize {
+        self.batch * self.seq * self.heads * self.head_dim
+    }
+
+    /// The input row `(b, s, h)` of output row `(b, h, s)`.
+    fn input_row(&self, output_row: usize) -> usize {
+        let s = output_row % self.seq;
+        let h = (output_row / self.seq) % self.heads;
+        let b = output_row / (self.seq * self.heads);
+        (b * self.seq + s) * self.heads + h
+    }
+
+    /// The output row `(b, h, s)` of input row `(b, s, h)`.
+    fn output_row(&self, input_row: usize) -> usize {
+        let h = input_row % self.heads;
+        let s = (input_row / self.heads) % self.seq;
+        let b = input_row / (self.seq * self.heads);
+        (b * self.heads + h) * self.seq + s
+    }
+
+    /// Whole head rows per task.
+    fn rows_per_task(&self) -> usize {
+        (TASK_ELEMENTS / self.head_dim).max(1)
+    }
+}
+
+/// Rotates each head row of `x` (`shape`) and moves the heads in front of
+/// the positions: `out` is `[batch, heads, seq, head_dim]`. The tables have
+/// `x`'s shape.
+pub fn rope(x: &[f32], cos: &[f32], signed_sin: &[f32], shape: RopeShape, out: &mut [f32]) {
+    assert_rows(&[x.len(), cos.len(), signed_sin.len(), out.len()], shape);
+    let (d, rows) = (shape.head_dim, shape.rows_per_task());
+    out.par_chunks_mut(rows * d)
+        .enumerate()
+        .for_each(|(task, out)| {
+            for (i, out) in out.chunks_exact_mut(d).enumerate() {
+                let input = shape.input_row(task * rows + i) * d..;
+                rotate(
+                    &x[input.clone()][..d],
+                    &cos[input.clone()][..d],
+                    &signed_sin[input][..d],
+                    out,
+                );
             }
         });
 }
 
-/// The gradient of `x` from `grad`, that of the output.
+/// `out = x ⊙ cos + swap_halves(x) ⊙ signed_sin` for one head row.
+#[inline(always)]
+fn rotate(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
+    let half = x.len() / 2;
+    let (x1, x2) = x.split_at(half);
+    let (out1, out2) = out.split_at_mut(half);
+    let (cos1, cos2) = cos.split_at(half);
+    let (sin1, sin2) = sin.split_at(half);
+    for i in 0..half {
+        out1[i] = x1[i] * cos1[i] + x2[i] * sin1[i];
+        out2[i] = x2[i] * cos2[i] + x1[i] * sin2[i];
+    }
+}
+
+/// The gradient of `x` (`shape`) from `grad`, that of the output
+/// (`[batch, heads, seq, head_dim]`).
 pub fn rope_backward(
     grad: &[f32],
     cos: &[f32],
     signed_sin: &[f32],
-    head_dim: usize,
+    shape: RopeShape,
     grad_x: &mut [f32],
 ) {
     assert_rows(
         &[grad.len(), cos.len(), signed_sin.len(), grad_x.len()],
-        head_dim,
+        shape,
     );
-    let half = head_dim / 2;
-    let task = task_len(head_dim);
+    let (d, rows) = (shape.head_dim, shape.rows_per_task());
     grad_x
-        .par_chunks_mut(task)
-        .zip(grad.par_chunks(task))
-        .zip(cos.par_chunks(task).zip(signed_sin.par_chunks(task)))
-        .for_each(|((grad_x, grad), (cos, sin))| {
-            for (((dx, dy), cos), sin) in grad_x
-                .chunks_exact_mut(head_dim)
-                .zip(grad.chunks_exact(head_dim))
-                .zip(cos.chunks_exact(head_dim))
-                .zip(sin.chunks_exact(head_dim))
-            {
+        .par_chunks_mut(rows * d)
+        .enumerate()
+        .for_each(|(task, grad_x)| {
+            for (i, dx) in grad_x.chunks_exact_mut(d).enumerate() {
+                let row = task * rows + i;
+                let dy = &grad[shape.output_row(row) * d..][..d];
+                let (cos, sin) = (&cos[row * d..][..d], &signed_sin[row * d..][..d]);
+                let half = d / 2;
                 let (dy1, dy2) = dy.split_at(half);
                 let (dx1, dx2) = dx.split_at_mut(half);
                 let (cos1, cos2) = cos.split_at(half);
@@ -78,14 +120,15 @@ pub fn rope_backward(
         });
 }
 
-fn assert_rows(lengths: &[usize], head_dim: usize) {
+fn assert_rows(lengths: &[usize], shape: RopeShape) {
     assert!(
-        head_dim > 0 && head_dim % 2 == 0,
-        "rope: head_dim {head_dim} is not a positive even number"
+        shape.head_dim > 0 && shape.head_dim % 2 == 0,
+        "rope: head_dim {} is not a positive even number",
+        shape.head_dim
     );
     assert!(
-        lengths.windows(2).all(|pair| pair[0] == pair[1]) && lengths[0] % head_dim == 0,
-        "rope: slices of lengths {lengths:?} are not the same whole number of rows of {head_dim}"
+        lengths.iter().all(|&len| len == shape.elements()),
+        "rope: slices of lengths {lengths:?} for {shape:?}"
     );
 }
 
@@ -104,13 +147,48 @@ mod tests {
         (cos, sin)
     }
 
+    fn shape(batch: usize, seq: usize, heads: usize) -> RopeShape {
+        RopeShape {
+            batch,
+            seq,
+            heads,
+            head_dim: 4,
+        }
+    }
+
+    #[test]
+    fn output_rows_are_heads_first() {
+        // batch 2, seq 3, heads 2: input row (b, s, h) holds the value 100b + 10s + h
+        // in every entry, and the tables are the identity (cos 1, sin 0).
+        let shape = shape(2, 3, 2);
+        let n = 2 * 3 * 2 * 4;
+        let x: Vec<f32> = (0..n)
+            .map(|i| i / 4)
+            .map(|r| (100 * (r / 6) + 10 * (r / 2 % 3) + r % 2) as f32)
+            .collect();
+        let (cos, sin) = (vec![1.0; n], vec![0.0; n]);
+        let mut out = vec![0.0; n];
+        rope(&x, &cos, &sin, shape, &mut out);
+        let rows: Vec<f32> = out.chunks(4).map(|row| row[0]).collect();
+        // (b, h, s) order
+        assert_eq!(
+            rows,
+            [
+                0.0, 10.0, 20.0, 1.0, 11.0, 21.0, 100.0, 110.0, 120.0, 101.0, 111.0, 121.0
+            ]
+        );
+        let mut back = vec![0.0; n];
+        rope_backward(&out, &cos, &sin, shape, &mut back);
+        assert_eq!(back, x);
+    }
+
     #[test]
     fn forward_rotates_pairs_i_and_i_plus_half() {
         let angles = [[0.0, 0.0], [2.0, 0.2]];
         let (cos, sin) = tables(&angles);
         let x = [1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0];
         let mut out = [0.0; 8];
-        rope(&x, &cos, &sin, 4, &mut out);
+        rope(&x, &cos, &sin, shape(1, 2, 1), &mut out);
         assert_eq!(&out[..4], &[1.0, 2.0, 3.0, 4.0]);
         let (c0, s0, c1, s1) = (2.0f32.cos(), 2.0f32.sin(), 0.2f32.cos(), 0.2f32.sin());
         let want = [
@@ -133,8 +211,9 @@ mod tests {
         let x: Vec<f32> = (0..n).map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0).collect();
         let g: Vec<f32> = (0..n).map(|i| ((i * 5 % 13) as f32 - 6.0) / 4.0).collect();
         let (mut y, mut dx) = (vec![0.0; n], vec![0.0; n]);
-        rope(&x, &cos, &sin, 4, &mut y);
-        rope_backward(&g, &cos, &sin, 4, &mut dx);
+        let shape = shape(1, 3, 2);
+        rope(&x, &cos, &sin, shape, &mut y);
+        rope_backward(&g, &cos, &sin, shape, &mut dx);
         let dot = |a: &[f32], b: &[f32]| {
             a.iter()
                 .zip(b)
@@ -151,7 +230,7 @@ mod tests {
             let mut unit = vec![0.0; n];
             unit[j] = 1.0;
             let mut column = vec![0.0; n];
-            rope(&unit, &cos, &sin, 4, &mut column);
+            rope(&unit, &cos, &sin, shape, &mut column);
             let want = dot(&column, &g);
             assert!((f64::from(dx[j]) - want).abs() < 1e-6, "dx[{j}]");
         }

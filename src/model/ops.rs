@@ -1,7 +1,8 @@
 //! Elementwise functions of the model written here rather than taken from
 //! burn: softmax and log-softmax (bit-equal on both backends), Gemma's
-//! RMSNorm, the rotary embedding and the tanh GELU (fewer, cheaper ops). On
-//! the CPU backend `model::fused` runs all but the log-softmax as fused kernels
+//! RMSNorm, the rotary embedding, the tanh GELU (fewer, cheaper ops) and the
+//! linear product. On the CPU backend `model::fused` runs all but the
+//! log-softmax as fused kernels
 //! instead; these are the other backends' path.
 //!
 //! Softmax and log-softmax are composed from elementary ops, not burn's
@@ -44,6 +45,17 @@ pub fn rms_norm<B: Backend, const D: usize>(
     let mean_square = x.clone().powi_scalar(2).mean_dim(D - 1);
     let normed = x * (mean_square + eps).sqrt().recip();
     normed * (weight + 1.0).unsqueeze::<D>()
+}
+
+/// `x · Wᵀ` over the last axis of `x`, `weight` in PyTorch's `[out, in]`.
+pub fn linear<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 2>) -> Tensor<B, D> {
+    let mut out_shape = x.dims();
+    let features = out_shape[D - 1];
+    out_shape[D - 1] = weight.dims()[0];
+    let rows = x.shape().num_elements() / features;
+    x.reshape([rows, features])
+        .matmul(weight.transpose())
+        .reshape(out_shape)
 }
 
 /// Rotary embedding against tables of `x`'s shape:

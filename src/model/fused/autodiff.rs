@@ -162,3 +162,39 @@ pub fn rope(
         OpsKind::UnTracked(prep) => prep.finish(out),
     }
 }
+
+/// Keeps both operands.
+#[derive(Debug)]
+struct Linear;
+
+impl Backward<Cpu, 2> for Linear {
+    /// x, W.
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, weight) = ops.state;
+        let grad = grads.consume::<Cpu>(&ops.node);
+        let grads_of_inputs = flex::linear_backward(&x, &weight, &grad);
+        register_both(
+            ops.parents.map(|parent| parent.map(|node| node.id)),
+            grads_of_inputs,
+            grads,
+        );
+    }
+}
+
+pub fn linear(
+    x: FloatTensor<CpuTrain>,
+    weight: FloatTensor<CpuTrain>,
+    out_shape: Vec<usize>,
+) -> FloatTensor<CpuTrain> {
+    let out = flex::linear(&x.primitive, &weight.primitive, out_shape);
+    match Linear
+        .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((x.primitive, weight.primitive), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}

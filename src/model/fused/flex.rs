@@ -132,39 +132,88 @@ pub fn rms_norm_backward(
     (output(grad_x, &x), output(grad_weight, &weight))
 }
 
+/// `x`'s `[batch, seq, heads, head_dim]`.
+fn rope_shape(x: &FlexTensor) -> align_kernels::RopeShape {
+    let shape = x.layout().shape();
+    align_kernels::RopeShape {
+        batch: shape[0],
+        seq: shape[1],
+        heads: shape[2],
+        head_dim: shape[3],
+    }
+}
+
+/// Rotates `x` (`[batch, seq, heads, head_dim]`) into `[batch, heads, seq, head_dim]`.
 pub fn rope(x: &FlexTensor, cos: &FlexTensor, signed_sin: &FlexTensor) -> FlexTensor {
     let (x, cos, signed_sin) = (
         x.to_contiguous(),
         cos.to_contiguous(),
         signed_sin.to_contiguous(),
     );
+    let shape = rope_shape(&x);
     let mut out = vec![0.0; x.layout().num_elements()];
     align_kernels::rope(
         f32_slice(&x),
         f32_slice(&cos),
         f32_slice(&signed_sin),
-        row_len(&x),
+        shape,
         &mut out,
     );
-    output(out, &x)
+    let heads_first = vec![shape.batch, shape.heads, shape.seq, shape.head_dim];
+    FlexTensor::from_data(TensorData::new(out, heads_first))
 }
 
-/// The gradient of `x`. `grad` arrives transposed (the heads moved to the
-/// front after the rotation); one contiguous copy of it is far cheaper
-/// than Flex's element-by-element strided walk.
+/// The gradient of `x` (the tables' shape) from that of the heads-first output.
 pub fn rope_backward(cos: &FlexTensor, signed_sin: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
     let (cos, signed_sin, grad) = (
         cos.to_contiguous(),
         signed_sin.to_contiguous(),
         grad.to_contiguous(),
     );
-    let mut grad_x = vec![0.0; grad.layout().num_elements()];
+    let mut grad_x = vec![0.0; cos.layout().num_elements()];
     align_kernels::rope_backward(
         f32_slice(&grad),
         f32_slice(&cos),
         f32_slice(&signed_sin),
-        row_len(&grad),
+        rope_shape(&cos),
         &mut grad_x,
     );
-    output(grad_x, &grad)
+    output(grad_x, &cos)
+}
+
+/// `x · Wᵀ` over the last axis of `x`; `out_shape` is `x`'s with the last
+/// axis `W`'s rows.
+pub fn linear(x: &FlexTensor, weight: &FlexTensor, out_shape: Vec<usize>) -> FlexTensor {
+    let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
+    let rows = x.layout().num_elements() / row_len(&x);
+    let mut y = vec![0.0; out_shape.iter().product()];
+    align_kernels::linear(f32_slice(&x), f32_slice(&weight), rows, &mut y);
+    FlexTensor::from_data(TensorData::new(y, out_shape))
+}
+
+/// The gradients of `x` and `W`, each in its operand's shape.
+pub fn linear_backward(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    grad: &FlexTensor,
+) -> (FlexTensor, FlexTensor) {
+    let (x, weight, grad) = (
+        x.to_contiguous(),
+        weight.to_contiguous(),
+        grad.to_contiguous(),
+    );
+    let rows = x.layout().num_elements() / row_len(&x);
+    let (mut grad_x, mut grad_weight) = (
+        vec![0.0; x.layout().num_elements()],
+        vec![0.0; weight.layout().num_elements()],
+    );
+    align_kernels::linear_backward(
+        f32_slice(&x),
+        f32_slice(&weight),
+        f32_slice(&grad),
+        rows,
+        &mut grad_x,
+        &mut grad_weight,
+    );
+    (output(grad_x, &x), output(grad_weight, &weight))
 }

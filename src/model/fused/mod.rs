@@ -1,6 +1,7 @@
 //! The model's element-wise hot spots as fused kernels where the backend is
 //! burn's CPU one: the attention probabilities (scale, mask, softmax), the
-//! MLP's gated tanh GELU, the RMSNorm and the rotary embedding, each one multi-threaded pass
+//! MLP's gated tanh GELU, the RMSNorm, the rotary embedding and the linear
+//! layers' products, each one multi-threaded pass
 //! forward and one backward (`align_kernels`). Other backends compose the
 //! same math from burn ops (`model::ops`).
 //!
@@ -135,7 +136,8 @@ pub fn rms_norm<B: Backend, const D: usize>(
 }
 
 /// The rotary embedding of `x` (`[batch, seq, heads, head_dim]`) against
-/// constant tables of its shape: `x ⊙ cos + swap_halves(x) ⊙ signed_sin`.
+/// constant tables of its shape, `x ⊙ cos + swap_halves(x) ⊙ signed_sin`,
+/// returned heads-first: `[batch, heads, seq, head_dim]`.
 pub fn rope<B: Backend>(
     x: Tensor<B, 4>,
     cos: Tensor<B, 4>,
@@ -170,7 +172,35 @@ pub fn rope<B: Backend>(
                 float(sin),
             )))
         }
-        Route::Composed => ops::rope(x, cos, signed_sin),
+        Route::Composed => ops::rope(x, cos, signed_sin).swap_dims(1, 2),
+    }
+}
+
+/// `x · Wᵀ` over the last axis of `x`, `weight` in PyTorch's `[out, in]`.
+pub fn linear<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 2>) -> Tensor<B, D> {
+    let [outputs, inputs] = weight.dims();
+    let mut out_shape = x.dims();
+    let fusable =
+        x.dtype() == DType::F32 && weight.dtype() == DType::F32 && out_shape[D - 1] == inputs;
+    out_shape[D - 1] = outputs;
+    match route::<B>(fusable) {
+        Route::Flex => {
+            let (x, weight) = retype::<_, (Tensor<Cpu, D>, Tensor<Cpu, 2>)>((x, weight));
+            retype(from_float::<Cpu, D>(flex::linear(
+                &float(x),
+                &float(weight),
+                out_shape.to_vec(),
+            )))
+        }
+        Route::FlexAutodiff => {
+            let (x, weight) = retype::<_, (Tensor<CpuTrain, D>, Tensor<CpuTrain, 2>)>((x, weight));
+            retype(from_float::<CpuTrain, D>(autodiff::linear(
+                float(x),
+                float(weight),
+                out_shape.to_vec(),
+            )))
+        }
+        Route::Composed => ops::linear(x, weight),
     }
 }
 

@@ -146,7 +146,7 @@ fn rope_matches_the_composed_rotation() {
     check(
         [shape],
         |x| rope(x[0].clone(), table(11), table(12)),
-        |x| ops::rope(x[0].clone(), table(11), table(12)),
+        |x| ops::rope(x[0].clone(), table(11), table(12)).swap_dims(1, 2),
         1e-6,
     );
 }

@@ -185,13 +185,13 @@ impl<B: Backend> Attention<B> {
             kv_heads,
             head_dim,
         } = self.shape;
-        // Rotated while still `[batch, seq, heads, head_dim]` (see `rope`);
-        // heads move to the front as a view the matmuls read with strides.
+        // The rotation also moves the heads to the front (see `rope`); the
+        // values' heads move as a view the matmuls read with strides.
         let split = |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, head_dim]);
         let q = rope.apply(split(self.q_proj.forward(x.clone()), heads));
         let k = rope.apply(split(self.k_proj.forward(x.clone()), kv_heads));
-        let v = split(self.v_proj.forward(x), kv_heads);
-        (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2))
+        let v = split(self.v_proj.forward(x), kv_heads).swap_dims(1, 2);
+        (q, k, v)
     }
 
     /// Scaled dot-product attention of `q` over `k`/`v`, softmax in fp32.

@@ -5,6 +5,8 @@ use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
+use crate::model::fused;
+
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
     /// `[out_features, in_features]`, as in `torch.nn.Linear`.
@@ -20,11 +22,6 @@ impl<B: Backend> Linear<B> {
 
     /// `x @ weightᵀ` over the last dimension of a `[batch, seq, in]` input.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [batch, seq, features] = x.dims();
-        let out = x
-            .reshape([batch * seq, features])
-            .matmul(self.weight.val().transpose());
-        let out_features = out.dims()[1];
-        out.reshape([batch, seq, out_features])
+        fused::linear(x, self.weight.val())
     }
 }

@@ -20,6 +20,7 @@ use super::embedding::Embedding;
 use super::linear::Linear;
 use super::norm::RmsNorm;
 use super::rope::{Rope, RopeTable, TableShape};
+use crate::model::fused;
 
 /// Inputs of one forward pass.
 #[derive(Clone, Debug)]
@@ -186,7 +187,7 @@ impl<B: Backend> Gemma<B> {
             Some(linear) => linear.weight.val(),
             None => self.embed_tokens.weight.val(),
         };
-        hidden.matmul(head.transpose())
+        fused::linear(hidden, head)
     }
 
     /// Mean over the vocabulary of the logits of hidden states `[rows,

@@ -8,8 +8,9 @@
 //! activation dtype.
 //!
 //! The rotation is applied to the projections in their natural
-//! `[batch, seq, heads, head_dim]` layout, before heads move to the front,
-//! against tables already repeated to that exact shape: every product is then
+//! `[batch, seq, heads, head_dim]` layout and returns them heads-first
+//! (`model::fused::rope`: on the CPU one pass does both), against tables
+//! already repeated to the input's exact shape: every product is then
 //! between two contiguous tensors of one shape, which CPU backends run as a
 //! plain vector loop instead of a strided, broadcasting walk (the walk cost
 //! more than the attention matmuls on the CPU bench). The sign of
@@ -142,7 +143,8 @@ impl Rope {
 
 impl<B: Backend> RopeTable<B> {
     /// Rotates `x` of shape `[batch, seq, heads, head_dim]`, for one of the
-    /// head counts the table was made for.
+    /// head counts the table was made for, and returns it heads-first,
+    /// `[batch, heads, seq, head_dim]`, as attention consumes it.
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let heads = x.dims()[2];
         let factors = self
@@ -205,8 +207,9 @@ mod tests {
         let rotate = |heads: usize| {
             let x = Tensor::<Cpu, 4>::ones([2, 3, heads, 4], &device);
             let out = table.apply(x).into_data().to_vec::<f32>().unwrap();
-            // every row and head of one position is rotated alike
-            out.chunks(4).nth(heads * 2).unwrap().to_vec()
+            // every row and head of one position is rotated alike; the
+            // output is heads-first, so row 2 is batch 0, head 0, position 2
+            out.chunks(4).nth(2).unwrap().to_vec()
         };
         // position 2 (row 0, third position) for both head counts
         let (c0, s0) = (2.0f32.cos(), 2.0f32.sin());
