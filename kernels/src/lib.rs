@@ -16,6 +16,7 @@ mod exp;
 mod gelu;
 mod lanes;
 mod matmul;
+mod permute;
 mod rms_norm;
 mod rope;
 mod softmax;
@@ -23,6 +24,7 @@ mod softmax;
 pub use exp::exp;
 pub use gelu::{gelu_tanh_gated, gelu_tanh_gated_backward};
 pub use matmul::{linear, linear_backward};
+pub use permute::{gather_strided, swap_middle_axes};
 pub use rms_norm::{rms_norm, rms_norm_backward};
 pub use rope::{RopeShape, rope, rope_backward};
 pub use softmax::{masked_softmax, masked_softmax_backward};
@@ -30,3 +32,13 @@ pub use softmax::{masked_softmax, masked_softmax_backward};
 /// Elements one rayon task handles: large enough that scheduling is noise,
 /// small enough that both cores get many tasks.
 const TASK_ELEMENTS: usize = 1 << 15;
+
+/// A zeroed buffer for a kernel's output, zeroed on every core of rayon's
+/// pool: a single-threaded `vec![0.0; n]` per output was a fifth of the
+/// serial time left on the CPU bench.
+pub fn zeros(len: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut out = Vec::with_capacity(len);
+    out.par_extend(rayon::iter::repeat_n(0.0f32, len));
+    out
+}

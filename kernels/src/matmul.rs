@@ -5,7 +5,7 @@
 //! byte buffer that it then copies once more to align it (about 6% of the
 //! CPU bench's samples, on one thread), and autodiff hands back the weight's
 //! gradient as a transposed view of `Wᵀ`'s, which the gradient clipping and
-//! AdamW then walk element by element. Here outputs are written in place and
+//! AdamW then walk element by element. Here gemm writes each output once and
 //! `dW` comes out in the weight's own `[out, in]` layout.
 
 use gemm::{Parallelism, gemm};
@@ -53,37 +53,33 @@ impl<'a> Matrix<'a> {
 /// Products below this many multiply-adds run on the calling thread (as Flex decides).
 const PARALLEL_WORK: usize = 192 * 192 * 192;
 
-/// `out = lhs · rhs`, `out` row-major `[lhs.rows, rhs.cols]`.
-fn product(lhs: Matrix, rhs: Matrix, out: &mut [f32]) {
+/// `lhs · rhs`, row-major `[lhs.rows, rhs.cols]`.
+fn product(lhs: Matrix, rhs: Matrix) -> Vec<f32> {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(
         rhs.rows, k,
         "matmul: inner dimensions {k} and {} differ",
         rhs.rows
     );
-    assert_eq!(
-        out.len(),
-        m * n,
-        "matmul: output of {} for [{m}, {n}]",
-        out.len()
-    );
     assert!(
         lhs.in_bounds() && rhs.in_bounds(),
         "matmul: a view reaches past its slice"
     );
     if m * n * k == 0 {
-        out.fill(0.0);
-        return;
+        return vec![0.0; m * n];
     }
     let parallelism = if m * n * k >= PARALLEL_WORK {
         Parallelism::Rayon(0)
     } else {
         Parallelism::None
     };
-    // SAFETY: the shapes match (asserted), every element the strides of
-    // `lhs` and `rhs` reach is inside its slice (asserted), and `out` holds
-    // exactly the `m × n` row-major elements written. With `read_dst`
-    // false, gemm writes `out = 1·lhs·rhs` without reading it.
+    // Not zeroed first: gemm writes every element (`read_dst` false).
+    let mut out = Vec::with_capacity(m * n);
+    // SAFETY: the shapes match (asserted) and every element the strides of
+    // `lhs` and `rhs` reach is inside its slice (asserted). `out` has room
+    // for the `m × n` row-major elements; with `read_dst` false gemm writes
+    // `out = 1·lhs·rhs` to each of them without reading any, so all are
+    // initialised when the length is set.
     unsafe {
         gemm(
             m,
@@ -106,47 +102,49 @@ fn product(lhs: Matrix, rhs: Matrix, out: &mut [f32]) {
             false,
             parallelism,
         );
+        out.set_len(m * n);
     }
+    out
 }
 
 /// `y = x · Wᵀ` for `x` row-major `[rows, inputs]` and `weight` row-major
 /// `[outputs, inputs]` (PyTorch's layout); `y` is `[rows, outputs]`.
-pub fn linear(x: &[f32], weight: &[f32], rows: usize, y: &mut [f32]) {
+pub fn linear(x: &[f32], weight: &[f32], rows: usize) -> Vec<f32> {
     let (inputs, outputs) = linear_dims(x, weight, rows);
     let x = Matrix::row_major(x, rows, inputs);
     let weight = Matrix::row_major(weight, outputs, inputs);
-    product(x, weight.transposed(), y);
+    product(x, weight.transposed())
 }
 
-/// `dx = dy · W` and `dW = dyᵀ · x`, both in their input's layout.
+/// `(dx, dW)`: `dx = dy · W` and `dW = dyᵀ · x`, each in its operand's layout.
 pub fn linear_backward(
     x: &[f32],
     weight: &[f32],
     grad: &[f32],
     rows: usize,
-    grad_x: &mut [f32],
-    grad_weight: &mut [f32],
-) {
+) -> (Vec<f32>, Vec<f32>) {
     let (inputs, outputs) = linear_dims(x, weight, rows);
-    let grad = Matrix::row_major(grad, rows, outputs);
-    product(grad, Matrix::row_major(weight, outputs, inputs), grad_x);
-    product(
-        grad.transposed(),
-        Matrix::row_major(x, rows, inputs),
-        grad_weight,
+    assert_eq!(
+        grad.len(),
+        rows * outputs,
+        "linear backward: gradient of another shape"
     );
+    let grad = Matrix::row_major(grad, rows, outputs);
+    let grad_x = product(grad, Matrix::row_major(weight, outputs, inputs));
+    let grad_weight = product(grad.transposed(), Matrix::row_major(x, rows, inputs));
+    (grad_x, grad_weight)
 }
 
 /// `(inputs, outputs)` of a linear layer from its operands.
 fn linear_dims(x: &[f32], weight: &[f32], rows: usize) -> (usize, usize) {
     assert!(
-        rows > 0 && x.len() % rows == 0,
+        rows > 0 && x.len().is_multiple_of(rows),
         "linear: {} inputs in {rows} rows",
         x.len()
     );
     let inputs = x.len() / rows;
     assert!(
-        inputs > 0 && weight.len() % inputs == 0,
+        inputs > 0 && weight.len().is_multiple_of(inputs),
         "linear: weight of {} elements for {inputs} inputs",
         weight.len()
     );
@@ -198,15 +196,13 @@ mod tests {
                 values(outputs * inputs, 2),
                 values(rows * outputs, 3),
             );
-            let mut y = vec![f32::NAN; rows * outputs];
-            linear(&x, &w, rows, &mut y);
+            let y = linear(&x, &w, rows);
             assert_close(
                 &y,
                 &naive(&x, &transpose(&w, outputs, inputs), rows, inputs, outputs),
             );
 
-            let (mut dx, mut dw) = (vec![f32::NAN; x.len()], vec![f32::NAN; w.len()]);
-            linear_backward(&x, &w, &dy, rows, &mut dx, &mut dw);
+            let (dx, dw) = linear_backward(&x, &w, &dy, rows);
             assert_close(&dx, &naive(&dy, &w, rows, outputs, inputs));
             assert_close(
                 &dw,

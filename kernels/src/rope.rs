@@ -122,7 +122,7 @@ pub fn rope_backward(
 
 fn assert_rows(lengths: &[usize], shape: RopeShape) {
     assert!(
-        shape.head_dim > 0 && shape.head_dim % 2 == 0,
+        shape.head_dim > 0 && shape.head_dim.is_multiple_of(2),
         "rope: head_dim {} is not a positive even number",
         shape.head_dim
     );

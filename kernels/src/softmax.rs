@@ -98,7 +98,7 @@ fn assert_same_rows(lengths: &[usize], row_len: usize) {
         "masked softmax: slices of different lengths {lengths:?}"
     );
     assert!(
-        row_len > 0 && lengths[0] % row_len == 0,
+        row_len > 0 && lengths[0].is_multiple_of(row_len),
         "masked softmax: length {} is not a whole number of rows of {row_len}",
         lengths[0]
     );

@@ -198,3 +198,25 @@ pub fn linear(
         OpsKind::UnTracked(prep) => prep.finish(out),
     }
 }
+
+/// Its own inverse: the gradient is swapped back.
+#[derive(Debug)]
+struct SwapMiddleAxes;
+
+impl Backward<Cpu, 1> for SwapMiddleAxes {
+    type State = ();
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        unary::<Cpu, _>(ops.parents, ops.node, grads, |grad| {
+            flex::swap_middle_axes(&grad)
+        });
+    }
+}
+
+pub fn swap_middle_axes(x: FloatTensor<CpuTrain>) -> FloatTensor<CpuTrain> {
+    let out = flex::swap_middle_axes(&x.primitive);
+    SwapMiddleAxes
+        .prepare::<NoCheckpointing>([x.node.clone()])
+        .compute_bound()
+        .stateless(out)
+}

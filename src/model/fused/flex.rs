@@ -4,7 +4,36 @@
 use burn::tensor::TensorData;
 use burn_flex::FlexTensor;
 
-/// The fused kernels read f32 data laid out row-major from offset 0.
+/// `tensor` laid out row-major: itself when it already is, else a copy made
+/// on every core (Flex's own copy walks element by element on one thread).
+fn contiguous(tensor: &FlexTensor) -> FlexTensor {
+    let layout = tensor.layout();
+    if layout.is_contiguous() {
+        return tensor.clone();
+    }
+    let strides: Option<Vec<usize>> = layout
+        .strides()
+        .iter()
+        .map(|&s| usize::try_from(s).ok())
+        .collect();
+    match strides {
+        Some(strides) if tensor.dtype() == burn::tensor::DType::F32 => {
+            let shape: Vec<usize> = (0..layout.num_dims())
+                .map(|axis| layout.shape()[axis])
+                .collect();
+            let values = align_kernels::gather_strided(
+                tensor.storage::<f32>(),
+                &shape,
+                &strides,
+                layout.start_offset(),
+            );
+            FlexTensor::from_data(TensorData::new(values, shape))
+        }
+        _ => tensor.to_contiguous(),
+    }
+}
+
+/// The fused kernels read f32 data laid out row-major.
 fn f32_slice(tensor: &FlexTensor) -> &[f32] {
     tensor
         .as_slice::<f32>()
@@ -27,8 +56,8 @@ fn mask_bytes(blocked: &FlexTensor) -> &[u8] {
 }
 
 pub fn attention_probs(scores: &FlexTensor, blocked: &FlexTensor, scale: f32) -> FlexTensor {
-    let (scores, blocked) = (scores.to_contiguous(), blocked.to_contiguous());
-    let mut probs = vec![0.0; scores.layout().num_elements()];
+    let (scores, blocked) = (contiguous(scores), blocked.to_contiguous());
+    let mut probs = align_kernels::zeros(scores.layout().num_elements());
     align_kernels::masked_softmax(
         f32_slice(&scores),
         mask_bytes(&blocked),
@@ -45,8 +74,8 @@ pub fn attention_probs_backward(
     grad: &FlexTensor,
     scale: f32,
 ) -> FlexTensor {
-    let (blocked, grad) = (blocked.to_contiguous(), grad.to_contiguous());
-    let mut grad_scores = vec![0.0; probs.layout().num_elements()];
+    let (blocked, grad) = (blocked.to_contiguous(), contiguous(grad));
+    let mut grad_scores = align_kernels::zeros(probs.layout().num_elements());
     align_kernels::masked_softmax_backward(
         f32_slice(probs),
         mask_bytes(&blocked),
@@ -59,8 +88,8 @@ pub fn attention_probs_backward(
 }
 
 pub fn gelu_tanh_gated(gate: &FlexTensor, up: &FlexTensor) -> FlexTensor {
-    let (gate, up) = (gate.to_contiguous(), up.to_contiguous());
-    let mut out = vec![0.0; gate.layout().num_elements()];
+    let (gate, up) = (contiguous(gate), contiguous(up));
+    let mut out = align_kernels::zeros(gate.layout().num_elements());
     align_kernels::gelu_tanh_gated(f32_slice(&gate), f32_slice(&up), &mut out);
     output(out, &gate)
 }
@@ -71,13 +100,9 @@ pub fn gelu_tanh_gated_backward(
     up: &FlexTensor,
     grad: &FlexTensor,
 ) -> (FlexTensor, FlexTensor) {
-    let (gate, up, grad) = (
-        gate.to_contiguous(),
-        up.to_contiguous(),
-        grad.to_contiguous(),
-    );
+    let (gate, up, grad) = (contiguous(gate), contiguous(up), contiguous(grad));
     let n = gate.layout().num_elements();
-    let (mut grad_gate, mut grad_up) = (vec![0.0; n], vec![0.0; n]);
+    let (mut grad_gate, mut grad_up) = (align_kernels::zeros(n), align_kernels::zeros(n));
     align_kernels::gelu_tanh_gated_backward(
         f32_slice(&gate),
         f32_slice(&up),
@@ -90,10 +115,10 @@ pub fn gelu_tanh_gated_backward(
 
 /// The normalised `x` and each row's `r = 1 / sqrt(mean(x²) + eps)`.
 pub fn rms_norm(x: &FlexTensor, weight: &FlexTensor, eps: f32) -> (FlexTensor, FlexTensor) {
-    let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
+    let (x, weight) = (contiguous(x), contiguous(weight));
     let n = x.layout().num_elements();
     let rows = n / row_len(&x);
-    let (mut out, mut inv_rms) = (vec![0.0; n], vec![0.0; rows]);
+    let (mut out, mut inv_rms) = (align_kernels::zeros(n), align_kernels::zeros(rows));
     align_kernels::rms_norm(
         f32_slice(&x),
         f32_slice(&weight),
@@ -112,14 +137,10 @@ pub fn rms_norm_backward(
     inv_rms: &FlexTensor,
     grad: &FlexTensor,
 ) -> (FlexTensor, FlexTensor) {
-    let (x, weight, grad) = (
-        x.to_contiguous(),
-        weight.to_contiguous(),
-        grad.to_contiguous(),
-    );
+    let (x, weight, grad) = (contiguous(x), contiguous(weight), contiguous(grad));
     let (mut grad_x, mut grad_weight) = (
-        vec![0.0; x.layout().num_elements()],
-        vec![0.0; weight.layout().num_elements()],
+        align_kernels::zeros(x.layout().num_elements()),
+        align_kernels::zeros(weight.layout().num_elements()),
     );
     align_kernels::rms_norm_backward(
         f32_slice(&x),
@@ -145,13 +166,9 @@ fn rope_shape(x: &FlexTensor) -> align_kernels::RopeShape {
 
 /// Rotates `x` (`[batch, seq, heads, head_dim]`) into `[batch, heads, seq, head_dim]`.
 pub fn rope(x: &FlexTensor, cos: &FlexTensor, signed_sin: &FlexTensor) -> FlexTensor {
-    let (x, cos, signed_sin) = (
-        x.to_contiguous(),
-        cos.to_contiguous(),
-        signed_sin.to_contiguous(),
-    );
+    let (x, cos, signed_sin) = (contiguous(x), contiguous(cos), contiguous(signed_sin));
     let shape = rope_shape(&x);
-    let mut out = vec![0.0; x.layout().num_elements()];
+    let mut out = align_kernels::zeros(x.layout().num_elements());
     align_kernels::rope(
         f32_slice(&x),
         f32_slice(&cos),
@@ -165,12 +182,8 @@ pub fn rope(x: &FlexTensor, cos: &FlexTensor, signed_sin: &FlexTensor) -> FlexTe
 
 /// The gradient of `x` (the tables' shape) from that of the heads-first output.
 pub fn rope_backward(cos: &FlexTensor, signed_sin: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
-    let (cos, signed_sin, grad) = (
-        cos.to_contiguous(),
-        signed_sin.to_contiguous(),
-        grad.to_contiguous(),
-    );
-    let mut grad_x = vec![0.0; cos.layout().num_elements()];
+    let (cos, signed_sin, grad) = (contiguous(cos), contiguous(signed_sin), contiguous(grad));
+    let mut grad_x = align_kernels::zeros(cos.layout().num_elements());
     align_kernels::rope_backward(
         f32_slice(&grad),
         f32_slice(&cos),
@@ -184,10 +197,9 @@ pub fn rope_backward(cos: &FlexTensor, signed_sin: &FlexTensor, grad: &FlexTenso
 /// `x · Wᵀ` over the last axis of `x`; `out_shape` is `x`'s with the last
 /// axis `W`'s rows.
 pub fn linear(x: &FlexTensor, weight: &FlexTensor, out_shape: Vec<usize>) -> FlexTensor {
-    let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
+    let (x, weight) = (contiguous(x), contiguous(weight));
     let rows = x.layout().num_elements() / row_len(&x);
-    let mut y = vec![0.0; out_shape.iter().product()];
-    align_kernels::linear(f32_slice(&x), f32_slice(&weight), rows, &mut y);
+    let y = align_kernels::linear(f32_slice(&x), f32_slice(&weight), rows);
     FlexTensor::from_data(TensorData::new(y, out_shape))
 }
 
@@ -197,23 +209,20 @@ pub fn linear_backward(
     weight: &FlexTensor,
     grad: &FlexTensor,
 ) -> (FlexTensor, FlexTensor) {
-    let (x, weight, grad) = (
-        x.to_contiguous(),
-        weight.to_contiguous(),
-        grad.to_contiguous(),
-    );
+    let (x, weight, grad) = (contiguous(x), contiguous(weight), contiguous(grad));
     let rows = x.layout().num_elements() / row_len(&x);
-    let (mut grad_x, mut grad_weight) = (
-        vec![0.0; x.layout().num_elements()],
-        vec![0.0; weight.layout().num_elements()],
-    );
-    align_kernels::linear_backward(
-        f32_slice(&x),
-        f32_slice(&weight),
-        f32_slice(&grad),
-        rows,
-        &mut grad_x,
-        &mut grad_weight,
-    );
+    let (grad_x, grad_weight) =
+        align_kernels::linear_backward(f32_slice(&x), f32_slice(&weight), f32_slice(&grad), rows);
     (output(grad_x, &x), output(grad_weight, &weight))
+}
+
+/// `x` (`[a, b, c, d]`) as `[a, c, b, d]`, contiguous.
+pub fn swap_middle_axes(x: &FlexTensor) -> FlexTensor {
+    let x = contiguous(x);
+    let dims = x.layout().shape();
+    let shape = [dims[0], dims[1], dims[2], dims[3]];
+    let mut out = align_kernels::zeros(x.layout().num_elements());
+    align_kernels::swap_middle_axes(f32_slice(&x), shape, &mut out);
+    let swapped = vec![shape[0], shape[2], shape[1], shape[3]];
+    FlexTensor::from_data(TensorData::new(out, swapped))
 }

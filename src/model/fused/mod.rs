@@ -1,7 +1,7 @@
 //! The model's element-wise hot spots as fused kernels where the backend is
 //! burn's CPU one: the attention probabilities (scale, mask, softmax), the
-//! MLP's gated tanh GELU, the RMSNorm, the rotary embedding and the linear
-//! layers' products, each one multi-threaded pass
+//! MLP's gated tanh GELU, the RMSNorm, the rotary embedding, the linear
+//! layers' products and attention's head transposes, each one multi-threaded pass
 //! forward and one backward (`align_kernels`). Other backends compose the
 //! same math from burn ops (`model::ops`).
 //!
@@ -146,7 +146,7 @@ pub fn rope<B: Backend>(
     let fusable = [x.dtype(), cos.dtype(), signed_sin.dtype()] == [DType::F32; 3]
         && x.dims() == cos.dims()
         && x.dims() == signed_sin.dims()
-        && x.dims()[3] % 2 == 0;
+        && x.dims()[3].is_multiple_of(2);
     match route::<B>(fusable) {
         Route::Flex => {
             let (x, cos, sin) =
@@ -201,6 +201,27 @@ pub fn linear<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 2>)
             )))
         }
         Route::Composed => ops::linear(x, weight),
+    }
+}
+
+/// `x` with axes 1 and 2 exchanged and laid out contiguously: attention's
+/// `[batch, heads, seq, head_dim] <-> [batch, seq, heads, head_dim]`. On
+/// Flex a multi-threaded copy, where a transposed view would be copied by
+/// the next reshape on one thread, element by element (and again in the
+/// backward).
+pub fn swap_middle_axes<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    match route::<B>(x.dtype() == DType::F32) {
+        Route::Flex => {
+            let x = retype::<_, Tensor<Cpu, 4>>(x);
+            retype(from_float::<Cpu, 4>(flex::swap_middle_axes(&float(x))))
+        }
+        Route::FlexAutodiff => {
+            let x = retype::<_, Tensor<CpuTrain, 4>>(x);
+            retype(from_float::<CpuTrain, 4>(autodiff::swap_middle_axes(
+                float(x),
+            )))
+        }
+        Route::Composed => x.swap_dims(1, 2),
     }
 }
 

@@ -167,3 +167,13 @@ fn the_inner_backend_computes_the_same_bits() {
     let inner = floats(gelu_tanh_gated(gate.inner(), up.inner()));
     assert_eq!(train, inner);
 }
+
+#[test]
+fn swap_middle_axes_matches_the_transposed_view() {
+    check(
+        [[2, 3, 4, 5]],
+        |x| swap_middle_axes(x[0].clone()),
+        |x| x[0].clone().swap_dims(1, 2),
+        0.0,
+    );
+}

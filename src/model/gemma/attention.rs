@@ -2,7 +2,7 @@
 //! embeddings, as transformers' eager `GemmaAttention`: scores scaled by
 //! `head_dim^-0.5`, masked positions filled before a softmax taken in fp32.
 
-use crate::model::fused::attention_probs;
+use crate::model::fused::{attention_probs, swap_middle_axes};
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
@@ -185,12 +185,11 @@ impl<B: Backend> Attention<B> {
             kv_heads,
             head_dim,
         } = self.shape;
-        // The rotation also moves the heads to the front (see `rope`); the
-        // values' heads move as a view the matmuls read with strides.
+        // The rotation also moves the heads to the front (see `rope`).
         let split = |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, head_dim]);
         let q = rope.apply(split(self.q_proj.forward(x.clone()), heads));
         let k = rope.apply(split(self.k_proj.forward(x.clone()), kv_heads));
-        let v = split(self.v_proj.forward(x), kv_heads).swap_dims(1, 2);
+        let v = swap_middle_axes(split(self.v_proj.forward(x), kv_heads));
         (q, k, v)
     }
 
@@ -218,10 +217,7 @@ impl<B: Backend> Attention<B> {
             // Scaled in the model's dtype, softmax in fp32, as transformers does.
             attention_probs((scores * scale).cast(DType::F32), blocked, 1.0).cast(dtype)
         };
-        let out = probs
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([batch, queries, heads * head_dim]);
+        let out = swap_middle_axes(probs.matmul(v)).reshape([batch, queries, heads * head_dim]);
         self.o_proj.forward(out)
     }
 }
