@@ -23,7 +23,7 @@ mod softmax;
 
 pub use exp::exp;
 pub use gelu::{gelu_tanh_gated, gelu_tanh_gated_backward};
-pub use matmul::{linear, linear_backward};
+pub use matmul::{Batched, batched_matmul, linear, linear_backward};
 pub use permute::{gather_strided, swap_middle_axes};
 pub use rms_norm::{rms_norm, rms_norm_backward};
 pub use rope::{RopeShape, rope, rope_backward};

@@ -1,14 +1,16 @@
-//! The linear layer's products, `y = x·Wᵀ` and its backward, through the
-//! `gemm` crate that burn's CPU backend also uses.
+//! The model's products through the `gemm` crate that burn's CPU backend
+//! also uses: the linear layer's `y = x·Wᵀ` and its backward, and
+//! attention's batched `q·kᵀ` and `p·v` and theirs.
 //!
 //! Why not burn's matmul: Flex allocates each product's output as a zeroed
 //! byte buffer that it then copies once more to align it (about 6% of the
 //! CPU bench's samples, on one thread), and autodiff hands back the weight's
 //! gradient as a transposed view of `Wᵀ`'s, which the gradient clipping and
-//! AdamW then walk element by element. Here gemm writes each output once and
+//! AdamW then walk element by element. Here outputs are zeroed on every core, gemm writes them once, and
 //! `dW` comes out in the weight's own `[out, in]` layout.
 
 use gemm::{Parallelism, gemm};
+use rayon::prelude::*;
 
 /// A matrix view of a slice: element `(r, c)` is `data[r·row_stride + c·col_stride]`.
 #[derive(Clone, Copy)]
@@ -56,30 +58,42 @@ const PARALLEL_WORK: usize = 192 * 192 * 192;
 /// `lhs · rhs`, row-major `[lhs.rows, rhs.cols]`.
 fn product(lhs: Matrix, rhs: Matrix) -> Vec<f32> {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    let parallelism = if m * n * k >= PARALLEL_WORK {
+        Parallelism::Rayon(0)
+    } else {
+        Parallelism::None
+    };
+    let mut out = crate::zeros(m * n);
+    product_into(lhs, rhs, &mut out, parallelism);
+    out
+}
+
+/// Writes `lhs · rhs` into `out`, row-major `[lhs.rows, rhs.cols]`.
+fn product_into(lhs: Matrix, rhs: Matrix, out: &mut [f32], parallelism: Parallelism) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(
         rhs.rows, k,
         "matmul: inner dimensions {k} and {} differ",
         rhs.rows
+    );
+    assert_eq!(
+        out.len(),
+        m * n,
+        "matmul: output of {} for [{m}, {n}]",
+        out.len()
     );
     assert!(
         lhs.in_bounds() && rhs.in_bounds(),
         "matmul: a view reaches past its slice"
     );
     if m * n * k == 0 {
-        return vec![0.0; m * n];
+        out.fill(0.0);
+        return;
     }
-    let parallelism = if m * n * k >= PARALLEL_WORK {
-        Parallelism::Rayon(0)
-    } else {
-        Parallelism::None
-    };
-    // Not zeroed first: gemm writes every element (`read_dst` false).
-    let mut out = Vec::with_capacity(m * n);
-    // SAFETY: the shapes match (asserted) and every element the strides of
-    // `lhs` and `rhs` reach is inside its slice (asserted). `out` has room
-    // for the `m × n` row-major elements; with `read_dst` false gemm writes
-    // `out = 1·lhs·rhs` to each of them without reading any, so all are
-    // initialised when the length is set.
+    // SAFETY: the shapes match (asserted), every element the strides of
+    // `lhs` and `rhs` reach is inside its slice (asserted), and `out` holds
+    // exactly the `m × n` row-major elements written. With `read_dst`
+    // false, gemm writes `out = 1·lhs·rhs` without reading it.
     unsafe {
         gemm(
             m,
@@ -102,9 +116,7 @@ fn product(lhs: Matrix, rhs: Matrix) -> Vec<f32> {
             false,
             parallelism,
         );
-        out.set_len(m * n);
     }
-    out
 }
 
 /// `y = x · Wᵀ` for `x` row-major `[rows, inputs]` and `weight` row-major
@@ -133,6 +145,68 @@ pub fn linear_backward(
     let grad_x = product(grad, Matrix::row_major(weight, outputs, inputs));
     let grad_weight = product(grad.transposed(), Matrix::row_major(x, rows, inputs));
     (grad_x, grad_weight)
+}
+
+/// One operand of a batched product: `batch` row-major `[rows, cols]`
+/// matrices back to back, used as stored or transposed.
+#[derive(Clone, Copy, Debug)]
+pub struct Batched<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub transposed: bool,
+}
+
+impl<'a> Batched<'a> {
+    fn matrix(&self, index: usize) -> Matrix<'a> {
+        let size = self.rows * self.cols;
+        let matrix = Matrix::row_major(
+            &self.data[index * size..(index + 1) * size],
+            self.rows,
+            self.cols,
+        );
+        if self.transposed {
+            matrix.transposed()
+        } else {
+            matrix
+        }
+    }
+
+    /// Rows and columns as used.
+    fn used(&self) -> (usize, usize) {
+        if self.transposed {
+            (self.cols, self.rows)
+        } else {
+            (self.rows, self.cols)
+        }
+    }
+}
+
+/// `lhs[i] · rhs[i]` for each of the `batch` pairs, row-major and back to
+/// back. The pairs are spread over rayon's pool, one gemm each on one
+/// thread (attention's `[seq, head_dim]` matrices are too small to split).
+pub fn batched_matmul(batch: usize, lhs: Batched, rhs: Batched) -> Vec<f32> {
+    let ((m, _), (_, n)) = (lhs.used(), rhs.used());
+    for operand in [&lhs, &rhs] {
+        assert_eq!(
+            operand.data.len(),
+            batch * operand.rows * operand.cols,
+            "batched matmul: {batch} matrices of [{}, {}] in {} elements",
+            operand.rows,
+            operand.cols,
+            operand.data.len()
+        );
+    }
+    let mut out = crate::zeros(batch * m * n);
+    if m * n == 0 {
+        return out;
+    }
+    out.par_chunks_mut(m * n)
+        .enumerate()
+        .for_each(|(index, out)| {
+            product_into(lhs.matrix(index), rhs.matrix(index), out, Parallelism::None);
+        });
+    out
 }
 
 /// `(inputs, outputs)` of a linear layer from its operands.
@@ -184,6 +258,35 @@ mod tests {
                 (f64::from(*g) - w).abs() <= 1e-5 * w.abs().max(1.0),
                 "[{i}]: {g} vs {w}"
             );
+        }
+    }
+
+    #[test]
+    fn batched_products_match_the_definition() {
+        let (batch, m, k, n) = (3, 4, 5, 6);
+        let (a, b) = (values(batch * m * k, 4), values(batch * k * n, 5));
+        let bt: Vec<f32> = b.chunks(k * n).flat_map(|b| transpose(b, k, n)).collect();
+        let plain = |data, rows, cols| Batched {
+            data,
+            rows,
+            cols,
+            transposed: false,
+        };
+        let got = batched_matmul(batch, plain(&a, m, k), plain(&b, k, n));
+        let via_transpose = batched_matmul(
+            batch,
+            plain(&a, m, k),
+            Batched {
+                data: &bt,
+                rows: n,
+                cols: k,
+                transposed: true,
+            },
+        );
+        for i in 0..batch {
+            let want = naive(&a[i * m * k..][..m * k], &b[i * k * n..][..k * n], m, k, n);
+            assert_close(&got[i * m * n..][..m * n], &want);
+            assert_close(&via_transpose[i * m * n..][..m * n], &want);
         }
     }
 

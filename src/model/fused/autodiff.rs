@@ -220,3 +220,39 @@ pub fn swap_middle_axes(x: FloatTensor<CpuTrain>) -> FloatTensor<CpuTrain> {
         .compute_bound()
         .stateless(out)
 }
+
+/// Keeps both operands and whether the right one is used transposed.
+#[derive(Debug)]
+struct BatchedMatmul;
+
+impl Backward<Cpu, 2> for BatchedMatmul {
+    /// lhs, rhs, rhs transposed.
+    type State = (FlexTensor, FlexTensor, bool);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (lhs, rhs, rhs_transposed) = ops.state;
+        let grad = grads.consume::<Cpu>(&ops.node);
+        let grads_of_inputs = flex::batched_matmul_backward(&lhs, &rhs, rhs_transposed, &grad);
+        register_both(
+            ops.parents.map(|parent| parent.map(|node| node.id)),
+            grads_of_inputs,
+            grads,
+        );
+    }
+}
+
+pub fn batched_matmul(
+    lhs: FloatTensor<CpuTrain>,
+    rhs: FloatTensor<CpuTrain>,
+    rhs_transposed: bool,
+) -> FloatTensor<CpuTrain> {
+    let out = flex::batched_matmul(&lhs.primitive, &rhs.primitive, rhs_transposed);
+    match BatchedMatmul
+        .prepare::<NoCheckpointing>([lhs.node.clone(), rhs.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((lhs.primitive, rhs.primitive, rhs_transposed), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}

@@ -226,3 +226,56 @@ pub fn swap_middle_axes(x: &FlexTensor) -> FlexTensor {
     let swapped = vec![shape[0], shape[2], shape[1], shape[3]];
     FlexTensor::from_data(TensorData::new(out, swapped))
 }
+
+/// A 4-D tensor as `d0·d1` row-major `[d2, d3]` matrices.
+fn matrices(tensor: &FlexTensor, transposed: bool) -> align_kernels::Batched<'_> {
+    let shape = tensor.layout().shape();
+    align_kernels::Batched {
+        data: f32_slice(tensor),
+        rows: shape[2],
+        cols: shape[3],
+        transposed,
+    }
+}
+
+/// `lhs · rhs` (or `lhs · rhsᵀ`) per leading index pair of 4-D tensors.
+pub fn batched_matmul(lhs: &FlexTensor, rhs: &FlexTensor, rhs_transposed: bool) -> FlexTensor {
+    let (lhs, rhs) = (contiguous(lhs), contiguous(rhs));
+    let shape = lhs.layout().shape();
+    let (batch, rows) = (shape[0] * shape[1], shape[2]);
+    let right = matrices(&rhs, rhs_transposed);
+    let cols = if rhs_transposed {
+        right.rows
+    } else {
+        right.cols
+    };
+    let out = align_kernels::batched_matmul(batch, matrices(&lhs, false), right);
+    FlexTensor::from_data(TensorData::new(out, vec![shape[0], shape[1], rows, cols]))
+}
+
+/// The gradients of both operands of [`batched_matmul`], in their shapes:
+/// for `C = A·B`, `dA = dC·Bᵀ` and `dB = Aᵀ·dC`; for `C = A·Bᵀ`,
+/// `dA = dC·B` and `dB = dCᵀ·A`.
+pub fn batched_matmul_backward(
+    lhs: &FlexTensor,
+    rhs: &FlexTensor,
+    rhs_transposed: bool,
+    grad: &FlexTensor,
+) -> (FlexTensor, FlexTensor) {
+    let (lhs, rhs, grad) = (contiguous(lhs), contiguous(rhs), contiguous(grad));
+    let batch = {
+        let shape = lhs.layout().shape();
+        shape[0] * shape[1]
+    };
+    let grad_lhs = align_kernels::batched_matmul(
+        batch,
+        matrices(&grad, false),
+        matrices(&rhs, !rhs_transposed),
+    );
+    let grad_rhs = if rhs_transposed {
+        align_kernels::batched_matmul(batch, matrices(&grad, true), matrices(&lhs, false))
+    } else {
+        align_kernels::batched_matmul(batch, matrices(&lhs, true), matrices(&grad, false))
+    };
+    (output(grad_lhs, &lhs), output(grad_rhs, &rhs))
+}

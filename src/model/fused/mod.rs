@@ -1,7 +1,7 @@
 //! The model's element-wise hot spots as fused kernels where the backend is
 //! burn's CPU one: the attention probabilities (scale, mask, softmax), the
 //! MLP's gated tanh GELU, the RMSNorm, the rotary embedding, the linear
-//! layers' products and attention's head transposes, each one multi-threaded pass
+//! layers' and attention's products and attention's head transposes, each one multi-threaded pass
 //! forward and one backward (`align_kernels`). Other backends compose the
 //! same math from burn ops (`model::ops`).
 //!
@@ -222,6 +222,51 @@ pub fn swap_middle_axes<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
             )))
         }
         Route::Composed => x.swap_dims(1, 2),
+    }
+}
+
+/// How [`batched_matmul`] uses its right operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rhs {
+    /// `lhs · rhs`.
+    AsStored,
+    /// `lhs · rhsᵀ` (the last two axes swapped).
+    Transposed,
+}
+
+/// Attention's products over `[batch, heads]` of 4-D tensors: `q · kᵀ`
+/// (`Rhs::Transposed`) and `p · v` (`Rhs::AsStored`). On Flex the matrices
+/// are spread over the cores and written once, where Flex zeroes each
+/// output and copies it again to realign it, on the main thread.
+pub fn batched_matmul<B: Backend>(
+    lhs: Tensor<B, 4>,
+    rhs: Tensor<B, 4>,
+    layout: Rhs,
+) -> Tensor<B, 4> {
+    let transposed = layout == Rhs::Transposed;
+    let (l, r) = (lhs.dims(), rhs.dims());
+    let inner = if transposed { r[3] } else { r[2] };
+    let fusable =
+        [lhs.dtype(), rhs.dtype()] == [DType::F32; 2] && l[..2] == r[..2] && l[3] == inner;
+    match route::<B>(fusable) {
+        Route::Flex => {
+            let (lhs, rhs) = retype::<_, (Tensor<Cpu, 4>, Tensor<Cpu, 4>)>((lhs, rhs));
+            retype(from_float::<Cpu, 4>(flex::batched_matmul(
+                &float(lhs),
+                &float(rhs),
+                transposed,
+            )))
+        }
+        Route::FlexAutodiff => {
+            let (lhs, rhs) = retype::<_, (Tensor<CpuTrain, 4>, Tensor<CpuTrain, 4>)>((lhs, rhs));
+            retype(from_float::<CpuTrain, 4>(autodiff::batched_matmul(
+                float(lhs),
+                float(rhs),
+                transposed,
+            )))
+        }
+        Route::Composed if transposed => lhs.matmul(rhs.swap_dims(2, 3)),
+        Route::Composed => lhs.matmul(rhs),
     }
 }
 

@@ -177,3 +177,19 @@ fn swap_middle_axes_matches_the_transposed_view() {
         0.0,
     );
 }
+
+#[test]
+fn batched_matmul_matches_burns_matmul() {
+    check(
+        [[2, 3, 4, 5], [2, 3, 6, 5]],
+        |x| batched_matmul(x[0].clone(), x[1].clone(), Rhs::Transposed),
+        |x| x[0].clone().matmul(x[1].clone().swap_dims(2, 3)),
+        1e-5,
+    );
+    check(
+        [[2, 3, 4, 5], [2, 3, 5, 6]],
+        |x| batched_matmul(x[0].clone(), x[1].clone(), Rhs::AsStored),
+        |x| x[0].clone().matmul(x[1].clone()),
+        1e-5,
+    );
+}

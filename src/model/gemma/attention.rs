@@ -2,7 +2,7 @@
 //! embeddings, as transformers' eager `GemmaAttention`: scores scaled by
 //! `head_dim^-0.5`, masked positions filled before a softmax taken in fp32.
 
-use crate::model::fused::{attention_probs, swap_middle_axes};
+use crate::model::fused::{Rhs, attention_probs, batched_matmul, swap_middle_axes};
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
@@ -210,14 +210,18 @@ impl<B: Backend> Attention<B> {
         let dtype = q.dtype();
         let scale = (head_dim as f64).powf(-0.5);
         let blocked = mask.blocked.clone().expand([batch, heads, queries, keys]);
-        let scores = q.matmul(k.swap_dims(2, 3));
+        let scores = batched_matmul(q, k, Rhs::Transposed);
         let probs = if dtype == DType::F32 {
             attention_probs(scores, blocked, scale)
         } else {
             // Scaled in the model's dtype, softmax in fp32, as transformers does.
             attention_probs((scores * scale).cast(DType::F32), blocked, 1.0).cast(dtype)
         };
-        let out = swap_middle_axes(probs.matmul(v)).reshape([batch, queries, heads * head_dim]);
+        let out = swap_middle_axes(batched_matmul(probs, v, Rhs::AsStored)).reshape([
+            batch,
+            queries,
+            heads * head_dim,
+        ]);
         self.o_proj.forward(out)
     }
 }
