@@ -12,6 +12,25 @@ use burn_flex::FlexTensor;
 use super::flex;
 use crate::backend::{Cpu, CpuTrain};
 
+/// Records `op` in the graph with `inputs` as its parents and `out` as its
+/// output, keeping `state()` for its backward when any input is tracked.
+fn record<O: Backward<Cpu, N>, const N: usize>(
+    op: O,
+    inputs: [&FloatTensor<CpuTrain>; N],
+    state: impl FnOnce() -> O::State,
+    out: FlexTensor,
+) -> FloatTensor<CpuTrain> {
+    let parents = inputs.map(|input| input.node.clone());
+    match op
+        .prepare::<NoCheckpointing>(parents)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(state(), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
 /// Keeps the probabilities and the mask: the backward needs nothing else.
 #[derive(Debug)]
 struct AttentionProbs;
@@ -34,14 +53,8 @@ pub fn attention_probs(
     scale: f32,
 ) -> FloatTensor<CpuTrain> {
     let probs = flex::attention_probs(&scores.primitive, &blocked, scale);
-    match AttentionProbs
-        .prepare::<NoCheckpointing>([scores.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish((probs.clone(), blocked, scale), probs),
-        OpsKind::UnTracked(prep) => prep.finish(probs),
-    }
+    let state = || (probs.clone(), blocked, scale);
+    record(AttentionProbs, [&scores], state, probs.clone())
 }
 
 /// Keeps both inputs (the linear layers' outputs, alive anyway).
@@ -69,14 +82,8 @@ pub fn gelu_tanh_gated(
     up: FloatTensor<CpuTrain>,
 ) -> FloatTensor<CpuTrain> {
     let out = flex::gelu_tanh_gated(&gate.primitive, &up.primitive);
-    match GeluTanhGated
-        .prepare::<NoCheckpointing>([gate.node.clone(), up.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish((gate.primitive, up.primitive), out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    }
+    let state = || (gate.primitive.clone(), up.primitive.clone());
+    record(GeluTanhGated, [&gate, &up], state, out)
 }
 
 /// Keeps the input, the weight and each row's `r`.
@@ -105,14 +112,8 @@ pub fn rms_norm(
     eps: f32,
 ) -> FloatTensor<CpuTrain> {
     let (out, inv_rms) = flex::rms_norm(&x.primitive, &weight.primitive, eps);
-    match RmsNorm
-        .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish((x.primitive, weight.primitive, inv_rms), out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    }
+    let state = || (x.primitive.clone(), weight.primitive.clone(), inv_rms);
+    record(RmsNorm, [&x, &weight], state, out)
 }
 
 /// Hands each of a two-input op's gradients to its input, where that input
@@ -153,14 +154,7 @@ pub fn rope(
     signed_sin: FloatTensor<CpuTrain>,
 ) -> FloatTensor<CpuTrain> {
     let out = flex::rope(&x.primitive, &cos.primitive, &signed_sin.primitive);
-    match Rope
-        .prepare::<NoCheckpointing>([x.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish((cos.primitive, signed_sin.primitive), out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    }
+    record(Rope, [&x], || (cos.primitive, signed_sin.primitive), out)
 }
 
 /// Keeps both operands.
@@ -189,14 +183,8 @@ pub fn linear(
     out_shape: Vec<usize>,
 ) -> FloatTensor<CpuTrain> {
     let out = flex::linear(&x.primitive, &weight.primitive, out_shape);
-    match Linear
-        .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish((x.primitive, weight.primitive), out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    }
+    let state = || (x.primitive.clone(), weight.primitive.clone());
+    record(Linear, [&x, &weight], state, out)
 }
 
 /// Its own inverse: the gradient is swapped back.
@@ -215,10 +203,7 @@ impl Backward<Cpu, 1> for SwapMiddleAxes {
 
 pub fn swap_middle_axes(x: FloatTensor<CpuTrain>) -> FloatTensor<CpuTrain> {
     let out = flex::swap_middle_axes(&x.primitive);
-    SwapMiddleAxes
-        .prepare::<NoCheckpointing>([x.node.clone()])
-        .compute_bound()
-        .stateless(out)
+    record(SwapMiddleAxes, [&x], || (), out)
 }
 
 /// Keeps both operands and whether the right one is used transposed.
@@ -247,12 +232,6 @@ pub fn batched_matmul(
     rhs_transposed: bool,
 ) -> FloatTensor<CpuTrain> {
     let out = flex::batched_matmul(&lhs.primitive, &rhs.primitive, rhs_transposed);
-    match BatchedMatmul
-        .prepare::<NoCheckpointing>([lhs.node.clone(), rhs.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish((lhs.primitive, rhs.primitive, rhs_transposed), out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    }
+    let state = || (lhs.primitive.clone(), rhs.primitive.clone(), rhs_transposed);
+    record(BatchedMatmul, [&lhs, &rhs], state, out)
 }
