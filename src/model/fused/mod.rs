@@ -1,14 +1,16 @@
-//! The model's element-wise hot spots as fused kernels where the backend is
-//! burn's CPU one: the attention probabilities (scale, mask, softmax), the
-//! MLP's gated tanh GELU, the RMSNorm, the rotary embedding, the linear
-//! layers' and attention's products and attention's head transposes, each one multi-threaded pass
-//! forward and one backward (`align_kernels`). Other backends compose the
-//! same math from burn ops (`model::ops`).
+//! The model's hot spots as fused kernels where the backend is burn's CPU
+//! one: the attention probabilities (scale, mask, softmax), the MLP's gated
+//! tanh GELU, the RMSNorm, the rotary embedding, the linear layers' and
+//! attention's products and attention's head transposes, each one
+//! multi-threaded pass forward and one backward (`align_kernels`). Other
+//! backends compose the same math from burn ops (`model::ops`).
 //!
-//! Why: on Flex each link of those chains is a single-threaded scalar pass
-//! with its own autodiff node (broadcasting ones walk strided), and together
-//! they took about a third of the CPU bench's samples while one of the two
-//! cores sat idle.
+//! Why: on Flex each link of the element-wise chains is a single-threaded
+//! scalar pass with its own autodiff node (broadcasting ones walk strided),
+//! and Flex's products zero and then copy their outputs on one thread;
+//! together that took about a third of the CPU bench's samples while one of
+//! the two cores sat idle. With these the CPU step is on par with PyTorch +
+//! TRL (README, "CPU: where align stands").
 //!
 //! Policy and reference stay bit-identical, as TRL's do: the autodiff
 //! backend's forward here is the inner backend's (`flex`), so the policy
