@@ -85,6 +85,21 @@ fn rotate(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
     }
 }
 
+/// The transpose of [`rotate`] for one head row: `dx_j = dy_j·cos_j +
+/// dy_σ(j)·sin_σ(j)`, each half's sin taken from the other half.
+#[inline(always)]
+fn rotate_back(dy: &[f32], cos: &[f32], sin: &[f32], dx: &mut [f32]) {
+    let half = dy.len() / 2;
+    let (dy1, dy2) = dy.split_at(half);
+    let (dx1, dx2) = dx.split_at_mut(half);
+    let (cos1, cos2) = cos.split_at(half);
+    let (sin1, sin2) = sin.split_at(half);
+    for i in 0..half {
+        dx1[i] = dy1[i] * cos1[i] + dy2[i] * sin2[i];
+        dx2[i] = dy2[i] * cos2[i] + dy1[i] * sin1[i];
+    }
+}
+
 /// The gradient of `x` (`shape`) from `grad`, that of the output
 /// (`[batch, heads, seq, head_dim]`).
 pub fn rope_backward(
@@ -106,16 +121,7 @@ pub fn rope_backward(
             for (i, dx) in grad_x.chunks_exact_mut(d).enumerate() {
                 let row = task * rows + i;
                 let dy = &grad[shape.output_row(row) * d..][..d];
-                let (cos, sin) = (&cos[row * d..][..d], &signed_sin[row * d..][..d]);
-                let half = d / 2;
-                let (dy1, dy2) = dy.split_at(half);
-                let (dx1, dx2) = dx.split_at_mut(half);
-                let (cos1, cos2) = cos.split_at(half);
-                let (sin1, sin2) = sin.split_at(half);
-                for i in 0..half {
-                    dx1[i] = dy1[i] * cos1[i] + dy2[i] * sin2[i];
-                    dx2[i] = dy2[i] * cos2[i] + dy1[i] * sin1[i];
-                }
+                rotate_back(dy, &cos[row * d..][..d], &signed_sin[row * d..][..d], dx);
             }
         });
 }

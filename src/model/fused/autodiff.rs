@@ -2,7 +2,6 @@
 //! forward is Flex's (`flex`), the backward one fused pass.
 
 use burn::tensor::ops::FloatTensor;
-use burn_autodiff::NodeId;
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_autodiff::grads::Gradients;
@@ -66,14 +65,9 @@ impl Backward<Cpu, 2> for GeluTanhGated {
     type State = (FlexTensor, FlexTensor);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (gate, up) = ops.state;
-        let grad = grads.consume::<Cpu>(&ops.node);
-        let grads_of_inputs = flex::gelu_tanh_gated_backward(&gate, &up, &grad);
-        register_both(
-            ops.parents.map(|parent| parent.map(|node| node.id)),
-            grads_of_inputs,
-            grads,
-        );
+        backward_both(ops, grads, |(gate, up), grad| {
+            flex::gelu_tanh_gated_backward(&gate, &up, &grad)
+        });
     }
 }
 
@@ -95,14 +89,9 @@ impl Backward<Cpu, 2> for RmsNorm {
     type State = (FlexTensor, FlexTensor, FlexTensor);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (x, weight, inv_rms) = ops.state;
-        let grad = grads.consume::<Cpu>(&ops.node);
-        let grads_of_inputs = flex::rms_norm_backward(&x, &weight, &inv_rms, &grad);
-        register_both(
-            ops.parents.map(|parent| parent.map(|node| node.id)),
-            grads_of_inputs,
-            grads,
-        );
+        backward_both(ops, grads, |(x, weight, inv_rms), grad| {
+            flex::rms_norm_backward(&x, &weight, &inv_rms, &grad)
+        });
     }
 }
 
@@ -116,17 +105,20 @@ pub fn rms_norm(
     record(RmsNorm, [&x, &weight], state, out)
 }
 
-/// Hands each of a two-input op's gradients to its input, where that input
-/// takes part in the graph.
-fn register_both(
-    parents: [Option<NodeId>; 2],
-    (first, second): (FlexTensor, FlexTensor),
+/// The backward of a two-input op: `gradients(state, grad)` gives both
+/// inputs' gradients from the output's, and each goes to its input where
+/// that input takes part in the graph.
+fn backward_both<S>(
+    ops: Ops<S, 2>,
     grads: &mut Gradients,
+    gradients: impl FnOnce(S, FlexTensor) -> (FlexTensor, FlexTensor),
 ) {
-    let [first_parent, second_parent] = parents;
+    let grad = grads.consume::<Cpu>(&ops.node);
+    let (first, second) = gradients(ops.state, grad);
+    let [first_parent, second_parent] = ops.parents;
     for (parent, grad) in [(first_parent, first), (second_parent, second)] {
-        if let Some(id) = parent {
-            grads.register::<Cpu>(id, grad);
+        if let Some(node) = parent {
+            grads.register::<Cpu>(node.id, grad);
         }
     }
 }
@@ -166,14 +158,9 @@ impl Backward<Cpu, 2> for Linear {
     type State = (FlexTensor, FlexTensor);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (x, weight) = ops.state;
-        let grad = grads.consume::<Cpu>(&ops.node);
-        let grads_of_inputs = flex::linear_backward(&x, &weight, &grad);
-        register_both(
-            ops.parents.map(|parent| parent.map(|node| node.id)),
-            grads_of_inputs,
-            grads,
-        );
+        backward_both(ops, grads, |(x, weight), grad| {
+            flex::linear_backward(&x, &weight, &grad)
+        });
     }
 }
 
@@ -215,14 +202,9 @@ impl Backward<Cpu, 2> for BatchedMatmul {
     type State = (FlexTensor, FlexTensor, bool);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (lhs, rhs, rhs_transposed) = ops.state;
-        let grad = grads.consume::<Cpu>(&ops.node);
-        let grads_of_inputs = flex::batched_matmul_backward(&lhs, &rhs, rhs_transposed, &grad);
-        register_both(
-            ops.parents.map(|parent| parent.map(|node| node.id)),
-            grads_of_inputs,
-            grads,
-        );
+        backward_both(ops, grads, |(lhs, rhs, rhs_transposed), grad| {
+            flex::batched_matmul_backward(&lhs, &rhs, rhs_transposed, &grad)
+        });
     }
 }
 
