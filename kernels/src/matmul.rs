@@ -9,12 +9,13 @@
 //! AdamW then walk element by element. Here outputs are zeroed on every core, gemm writes them once, and
 //! `dW` comes out in the weight's own `[out, in]` layout.
 
+use std::mem::MaybeUninit;
+
 use gemm::{Parallelism, gemm};
-use rayon::prelude::*;
 
 /// A matrix view of a slice: element `(r, c)` is `data[r·row_stride + c·col_stride]`.
 #[derive(Clone, Copy)]
-struct Matrix<'a> {
+pub(crate) struct Matrix<'a> {
     data: &'a [f32],
     rows: usize,
     cols: usize,
@@ -23,17 +24,22 @@ struct Matrix<'a> {
 }
 
 impl<'a> Matrix<'a> {
-    fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    pub(crate) fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::rows_apart(data, rows, cols, cols)
+    }
+
+    /// `rows × cols` with rows `row_stride` apart (a block of a wider matrix).
+    pub(crate) fn rows_apart(data: &'a [f32], rows: usize, cols: usize, row_stride: usize) -> Self {
         Self {
             data,
             rows,
             cols,
-            row_stride: cols,
+            row_stride,
             col_stride: 1,
         }
     }
 
-    fn transposed(self) -> Self {
+    pub(crate) fn transposed(self) -> Self {
         Self {
             rows: self.cols,
             cols: self.rows,
@@ -52,10 +58,20 @@ impl<'a> Matrix<'a> {
     }
 }
 
+/// Where a product goes: `out`'s rows `row_stride` apart, each as long as
+/// the product's; overwritten or, with `accumulate`, added to.
+pub(crate) struct Destination<'a> {
+    pub out: &'a mut [MaybeUninit<f32>],
+    pub row_stride: usize,
+    pub accumulate: bool,
+}
+
 /// Products below this many multiply-adds run on the calling thread (as Flex decides).
 const PARALLEL_WORK: usize = 192 * 192 * 192;
 
-/// `lhs · rhs`, row-major `[lhs.rows, rhs.cols]`.
+/// `lhs · rhs`, row-major `[lhs.rows, rhs.cols]`. The output is not zeroed
+/// first: gemm overwrites it (zeroing each output was 5% of the CPU bench's
+/// samples, memory bandwidth spent for nothing).
 fn product(lhs: Matrix, rhs: Matrix) -> Vec<f32> {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     let parallelism = if m * n * k >= PARALLEL_WORK {
@@ -63,53 +79,78 @@ fn product(lhs: Matrix, rhs: Matrix) -> Vec<f32> {
     } else {
         Parallelism::None
     };
-    let mut out = crate::zeros(m * n);
-    product_into(lhs, rhs, &mut out, parallelism);
+    let mut out = Vec::with_capacity(m * n);
+    let destination = Destination {
+        out: &mut out.spare_capacity_mut()[..m * n],
+        row_stride: n,
+        accumulate: false,
+    };
+    product_into(lhs, rhs, destination, parallelism);
+    // SAFETY: `product_into` initialised all `m · n` elements of the
+    // capacity (an overwriting destination of exactly that many).
+    unsafe { out.set_len(m * n) };
     out
 }
 
-/// Writes `lhs · rhs` into `out`, row-major `[lhs.rows, rhs.cols]`.
-fn product_into(lhs: Matrix, rhs: Matrix, out: &mut [f32], parallelism: Parallelism) {
+/// Writes (or adds) `lhs · rhs` into `destination`. An overwriting
+/// destination has every element of its rows initialised afterwards.
+pub(crate) fn product_into(
+    lhs: Matrix,
+    rhs: Matrix,
+    destination: Destination,
+    parallelism: Parallelism,
+) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    let Destination {
+        out,
+        row_stride,
+        accumulate,
+    } = destination;
     assert_eq!(
         rhs.rows, k,
         "matmul: inner dimensions {k} and {} differ",
         rhs.rows
     );
-    assert_eq!(
-        out.len(),
-        m * n,
-        "matmul: output of {} for [{m}, {n}]",
+    assert!(
+        m == 0 || n == 0 || ((m - 1) * row_stride + n <= out.len() && n <= row_stride),
+        "matmul: output of {} for [{m}, {n}] rows {row_stride} apart",
         out.len()
     );
     assert!(
         lhs.in_bounds() && rhs.in_bounds(),
         "matmul: a view reaches past its slice"
     );
-    if m * n * k == 0 {
-        out.fill(0.0);
+    if m * n == 0 {
         return;
     }
-    // SAFETY: the shapes match (asserted), every element the strides of
-    // `lhs` and `rhs` reach is inside its slice (asserted), and `out` holds
-    // exactly the `m × n` row-major elements written. With `read_dst`
-    // false, gemm writes `out = 1·lhs·rhs` without reading it.
+    if k == 0 {
+        if !accumulate {
+            for row in out.chunks_mut(row_stride).take(m) {
+                row[..n].fill(MaybeUninit::new(0.0));
+            }
+        }
+        return;
+    }
+    // SAFETY: the shapes match and every element the strides of `lhs`,
+    // `rhs` and the destination reach is inside its slice (asserted). gemm
+    // writes `out = 1·lhs·rhs` without reading it, or with `accumulate`
+    // (`read_dst`) `out = 1·out + 1·lhs·rhs`, whose caller has initialised it.
     unsafe {
         gemm(
             m,
             n,
             k,
-            out.as_mut_ptr(),
+            out.as_mut_ptr().cast::<f32>(),
             1,
-            n as isize,
-            false,
+            row_stride as isize,
+            accumulate,
             lhs.data.as_ptr(),
             lhs.col_stride as isize,
             lhs.row_stride as isize,
             rhs.data.as_ptr(),
             rhs.col_stride as isize,
             rhs.row_stride as isize,
-            0.0,
+            1.0,
             1.0,
             false,
             false,
@@ -145,68 +186,6 @@ pub fn linear_backward(
     let grad_x = product(grad, Matrix::row_major(weight, outputs, inputs));
     let grad_weight = product(grad.transposed(), Matrix::row_major(x, rows, inputs));
     (grad_x, grad_weight)
-}
-
-/// One operand of a batched product: `batch` row-major `[rows, cols]`
-/// matrices back to back, used as stored or transposed.
-#[derive(Clone, Copy, Debug)]
-pub struct Batched<'a> {
-    pub data: &'a [f32],
-    pub rows: usize,
-    pub cols: usize,
-    pub transposed: bool,
-}
-
-impl<'a> Batched<'a> {
-    fn matrix(&self, index: usize) -> Matrix<'a> {
-        let size = self.rows * self.cols;
-        let matrix = Matrix::row_major(
-            &self.data[index * size..(index + 1) * size],
-            self.rows,
-            self.cols,
-        );
-        if self.transposed {
-            matrix.transposed()
-        } else {
-            matrix
-        }
-    }
-
-    /// Rows and columns as used.
-    fn used(&self) -> (usize, usize) {
-        if self.transposed {
-            (self.cols, self.rows)
-        } else {
-            (self.rows, self.cols)
-        }
-    }
-}
-
-/// `lhs[i] · rhs[i]` for each of the `batch` pairs, row-major and back to
-/// back. The pairs are spread over rayon's pool, one gemm each on one
-/// thread (attention's `[seq, head_dim]` matrices are too small to split).
-pub fn batched_matmul(batch: usize, lhs: Batched, rhs: Batched) -> Vec<f32> {
-    let ((m, _), (_, n)) = (lhs.used(), rhs.used());
-    for operand in [&lhs, &rhs] {
-        assert_eq!(
-            operand.data.len(),
-            batch * operand.rows * operand.cols,
-            "batched matmul: {batch} matrices of [{}, {}] in {} elements",
-            operand.rows,
-            operand.cols,
-            operand.data.len()
-        );
-    }
-    let mut out = crate::zeros(batch * m * n);
-    if m * n == 0 {
-        return out;
-    }
-    out.par_chunks_mut(m * n)
-        .enumerate()
-        .for_each(|(index, out)| {
-            product_into(lhs.matrix(index), rhs.matrix(index), out, Parallelism::None);
-        });
-    out
 }
 
 /// `(inputs, outputs)` of a linear layer from its operands.
@@ -258,35 +237,6 @@ mod tests {
                 (f64::from(*g) - w).abs() <= 1e-5 * w.abs().max(1.0),
                 "[{i}]: {g} vs {w}"
             );
-        }
-    }
-
-    #[test]
-    fn batched_products_match_the_definition() {
-        let (batch, m, k, n) = (3, 4, 5, 6);
-        let (a, b) = (values(batch * m * k, 4), values(batch * k * n, 5));
-        let bt: Vec<f32> = b.chunks(k * n).flat_map(|b| transpose(b, k, n)).collect();
-        let plain = |data, rows, cols| Batched {
-            data,
-            rows,
-            cols,
-            transposed: false,
-        };
-        let got = batched_matmul(batch, plain(&a, m, k), plain(&b, k, n));
-        let via_transpose = batched_matmul(
-            batch,
-            plain(&a, m, k),
-            Batched {
-                data: &bt,
-                rows: n,
-                cols: k,
-                transposed: true,
-            },
-        );
-        for i in 0..batch {
-            let want = naive(&a[i * m * k..][..m * k], &b[i * k * n..][..k * n], m, k, n);
-            assert_close(&got[i * m * n..][..m * n], &want);
-            assert_close(&via_transpose[i * m * n..][..m * n], &want);
         }
     }
 

@@ -5,103 +5,37 @@
 //! whose keys are all blocked (a padded query) becomes uniform instead of
 //! NaN, and its gradient is zero like every blocked entry's.
 
-use rayon::prelude::*;
-
-use crate::TASK_ELEMENTS;
 use crate::exp::exp;
 use crate::lanes;
 
-/// Rows of `row_len` per rayon task.
-fn rows_per_task(row_len: usize) -> usize {
-    (TASK_ELEMENTS / row_len.max(1)).max(1)
-}
-
-/// `probs` = softmax over each row of `row_len` of `scale · scores`, with the
-/// entries where `blocked` is non-zero set to `f32::MIN` first. All slices
-/// have the same length, a multiple of `row_len`.
-pub fn masked_softmax(
-    scores: &[f32],
-    blocked: &[u8],
-    row_len: usize,
-    scale: f32,
-    probs: &mut [f32],
-) {
-    assert_same_rows(&[scores.len(), blocked.len(), probs.len()], row_len);
-    let task = rows_per_task(row_len) * row_len;
-    probs
-        .par_chunks_mut(task)
-        .zip(scores.par_chunks(task))
-        .zip(blocked.par_chunks(task))
-        .for_each(|((probs, scores), blocked)| {
-            for ((probs, scores), blocked) in probs
-                .chunks_exact_mut(row_len)
-                .zip(scores.chunks_exact(row_len))
-                .zip(blocked.chunks_exact(row_len))
-            {
-                softmax_row(scores, blocked, scale, probs);
-            }
-        });
-}
-
-fn softmax_row(scores: &[f32], blocked: &[u8], scale: f32, probs: &mut [f32]) {
-    for ((p, &s), &b) in probs.iter_mut().zip(scores).zip(blocked) {
-        *p = if b != 0 { f32::MIN } else { s * scale };
+/// In place over one row: `row = softmax(where(blocked, f32::MIN, scale·row))`.
+pub(crate) fn softmax_row(row: &mut [f32], blocked: &[u8], scale: f32) {
+    assert_eq!(row.len(), blocked.len(), "softmax: row and mask lengths");
+    for (p, &b) in row.iter_mut().zip(blocked) {
+        *p = if b != 0 { f32::MIN } else { *p * scale };
     }
-    let max = lanes::max(probs);
-    for p in probs.iter_mut() {
+    let max = lanes::max(row);
+    for p in row.iter_mut() {
         *p = exp(*p - max);
     }
-    let total = lanes::sum(probs);
-    for p in probs.iter_mut() {
+    let total = lanes::sum(row);
+    for p in row.iter_mut() {
         *p /= total;
     }
 }
 
-/// The gradient of the scores from `grad`, that of the probabilities:
-/// `scale · p ⊙ (grad − Σ grad ⊙ p)` per row, zero where blocked.
-pub fn masked_softmax_backward(
-    probs: &[f32],
-    blocked: &[u8],
-    grad: &[f32],
-    row_len: usize,
-    scale: f32,
-    grad_scores: &mut [f32],
-) {
-    assert_same_rows(
-        &[probs.len(), blocked.len(), grad.len(), grad_scores.len()],
-        row_len,
-    );
-    let task = rows_per_task(row_len) * row_len;
-    grad_scores
-        .par_chunks_mut(task)
-        .zip(probs.par_chunks(task))
-        .zip(grad.par_chunks(task))
-        .zip(blocked.par_chunks(task))
-        .for_each(|(((out, probs), grad), blocked)| {
-            for (((out, probs), grad), blocked) in out
-                .chunks_exact_mut(row_len)
-                .zip(probs.chunks_exact(row_len))
-                .zip(grad.chunks_exact(row_len))
-                .zip(blocked.chunks_exact(row_len))
-            {
-                let dot = lanes::dot(probs, grad);
-                for (((o, &p), &g), &b) in out.iter_mut().zip(probs).zip(grad).zip(blocked) {
-                    *o = if b != 0 { 0.0 } else { scale * p * (g - dot) };
-                }
-            }
-        });
-}
-
-fn assert_same_rows(lengths: &[usize], row_len: usize) {
+/// In place over one row: `grad`, that of the probabilities `probs`,
+/// becomes that of the scores: `scale · p ⊙ (grad − Σ grad ⊙ p)`, zero
+/// where blocked.
+pub(crate) fn softmax_row_backward(probs: &[f32], grad: &mut [f32], blocked: &[u8], scale: f32) {
     assert!(
-        lengths.windows(2).all(|pair| pair[0] == pair[1]),
-        "masked softmax: slices of different lengths {lengths:?}"
+        probs.len() == grad.len() && grad.len() == blocked.len(),
+        "softmax backward: row lengths"
     );
-    assert!(
-        row_len > 0 && lengths[0].is_multiple_of(row_len),
-        "masked softmax: length {} is not a whole number of rows of {row_len}",
-        lengths[0]
-    );
+    let dot = lanes::dot(probs, grad);
+    for ((g, &p), &b) in grad.iter_mut().zip(probs).zip(blocked) {
+        *g = if b != 0 { 0.0 } else { scale * p * (*g - dot) };
+    }
 }
 
 #[cfg(test)]
@@ -143,12 +77,19 @@ mod tests {
         (scores, blocked)
     }
 
+    fn forward(scores: &[f32], blocked: &[u8], row_len: usize, scale: f32) -> Vec<f32> {
+        let mut probs = scores.to_vec();
+        for (row, blocked) in probs.chunks_mut(row_len).zip(blocked.chunks(row_len)) {
+            softmax_row(row, blocked, scale);
+        }
+        probs
+    }
+
     #[test]
     fn forward_matches_the_f64_softmax() {
         let (rows, row_len, scale) = (300, 37, 0.125);
         let (scores, blocked) = example(rows, row_len);
-        let mut probs = vec![0.0; scores.len()];
-        masked_softmax(&scores, &blocked, row_len, scale, &mut probs);
+        let probs = forward(&scores, &blocked, row_len, scale);
         for row in 0..rows {
             let span = row * row_len..(row + 1) * row_len;
             let want = reference_row(&scores[span.clone()], &blocked[span.clone()], scale);
@@ -168,10 +109,15 @@ mod tests {
         let grad: Vec<f32> = (0..scores.len())
             .map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0)
             .collect();
-        let mut probs = vec![0.0; scores.len()];
-        masked_softmax(&scores, &blocked, row_len, scale, &mut probs);
-        let mut got = vec![0.0; scores.len()];
-        masked_softmax_backward(&probs, &blocked, &grad, row_len, scale, &mut got);
+        let probs = forward(&scores, &blocked, row_len, scale);
+        let mut got = grad.clone();
+        for ((probs, got), blocked) in probs
+            .chunks(row_len)
+            .zip(got.chunks_mut(row_len))
+            .zip(blocked.chunks(row_len))
+        {
+            softmax_row_backward(probs, got, blocked, scale);
+        }
         // d/ds_j of Σ_i grad_i·p_i, in f64 by central differences.
         let loss = |scores: &[f64]| -> f64 {
             let mut total = 0.0;

@@ -1,7 +1,7 @@
 //! Elementwise functions of the model written here rather than taken from
 //! burn: softmax and log-softmax (bit-equal on both backends), Gemma's
-//! RMSNorm, the rotary embedding, the tanh GELU (fewer, cheaper ops) and the
-//! linear product. On the CPU backend `model::fused` runs all but the
+//! RMSNorm, the rotary embedding, the tanh GELU (fewer, cheaper ops), the
+//! linear product and scaled dot-product attention. On the CPU backend `model::fused` runs all but the
 //! log-softmax as fused kernels
 //! instead; these are the other backends' path.
 //!
@@ -16,8 +16,8 @@
 //! `rewards/accuracies` (a strict `>`) exactly 0. Composing the ops here
 //! makes both backends compute the same bits.
 
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, DType, Tensor};
 
 /// `log(softmax(x))` along `dim`, shifted by the (detached) maximum.
 pub fn log_softmax<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
@@ -33,6 +33,44 @@ pub fn softmax<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tenso
     let exp = (x - max).exp();
     let sum = exp.clone().sum_dim(dim);
     exp / sum
+}
+
+/// Scaled dot-product attention as transformers' eager `GemmaAttention`:
+/// `softmax(where(blocked, f32::MIN, scale·q·kᵀ))·v`, the scores scaled in
+/// the model's dtype and the softmax taken in fp32. `q` is `[batch, heads,
+/// queries, head_dim]`, `k` and `v` `[batch, kv_heads, keys, head_dim]`,
+/// `blocked` broadcasts to `[batch, heads, queries, keys]`.
+pub fn attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    blocked: Tensor<B, 4, Bool>,
+    scale: f64,
+) -> Tensor<B, 4> {
+    let [batch, heads, queries, _] = q.dims();
+    let keys = k.dims()[2];
+    let (k, v) = (repeat_kv(k, heads), repeat_kv(v, heads));
+    let blocked = blocked.expand([batch, heads, queries, keys]);
+    let dtype = q.dtype();
+    let scores = q.matmul(k.swap_dims(2, 3)) * scale;
+    let probs = if dtype == DType::F32 {
+        softmax(scores.mask_fill(blocked, f32::MIN), 3)
+    } else {
+        softmax(scores.cast(DType::F32).mask_fill(blocked, f32::MIN), 3).cast(dtype)
+    };
+    probs.matmul(v)
+}
+
+/// Shares each key/value head among `heads / kv_heads` query heads.
+fn repeat_kv<B: Backend>(x: Tensor<B, 4>, heads: usize) -> Tensor<B, 4> {
+    let [batch, kv_heads, seq, head_dim] = x.dims();
+    if kv_heads == heads {
+        return x;
+    }
+    let groups = heads / kv_heads;
+    x.unsqueeze_dim::<5>(2)
+        .expand([batch, kv_heads, groups, seq, head_dim])
+        .reshape([batch, heads, seq, head_dim])
 }
 
 /// Gemma's RMSNorm over the last axis: `x · r · (1 + weight)` with

@@ -30,30 +30,32 @@ fn record<O: Backward<Cpu, N>, const N: usize>(
     }
 }
 
-/// Keeps the probabilities and the mask: the backward needs nothing else.
+/// Keeps the operands, the mask and the probabilities.
 #[derive(Debug)]
-struct AttentionProbs;
+struct Attention;
 
-impl Backward<Cpu, 1> for AttentionProbs {
-    /// Probabilities, mask, scale.
-    type State = (FlexTensor, FlexTensor, f32);
+impl Backward<Cpu, 3> for Attention {
+    /// q, k, v, mask, probabilities, scale.
+    type State = ([FlexTensor; 3], FlexTensor, FlexTensor, f32);
 
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (probs, blocked, scale) = ops.state;
-        unary::<Cpu, _>(ops.parents, ops.node, grads, |grad| {
-            flex::attention_probs_backward(&probs, &blocked, &grad, scale)
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        backward_all(ops, grads, |([q, k, v], blocked, probs, scale), grad| {
+            flex::attention_backward([&q, &k, &v], &blocked, &probs, &grad, scale)
         });
     }
 }
 
-pub fn attention_probs(
-    scores: FloatTensor<CpuTrain>,
+pub fn attention(
+    [q, k, v]: [FloatTensor<CpuTrain>; 3],
     blocked: FlexTensor,
     scale: f32,
 ) -> FloatTensor<CpuTrain> {
-    let probs = flex::attention_probs(&scores.primitive, &blocked, scale);
-    let state = || (probs.clone(), blocked, scale);
-    record(AttentionProbs, [&scores], state, probs.clone())
+    let (out, probs) = flex::attention(&q.primitive, &k.primitive, &v.primitive, &blocked, scale);
+    let state = || {
+        let operands = [&q, &k, &v].map(|t| t.primitive.clone());
+        (operands, blocked, probs, scale)
+    };
+    record(Attention, [&q, &k, &v], state, out)
 }
 
 /// Keeps both inputs (the linear layers' outputs, alive anyway).
@@ -65,8 +67,8 @@ impl Backward<Cpu, 2> for GeluTanhGated {
     type State = (FlexTensor, FlexTensor);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        backward_both(ops, grads, |(gate, up), grad| {
-            flex::gelu_tanh_gated_backward(&gate, &up, &grad)
+        backward_all(ops, grads, |(gate, up), grad| {
+            flex::gelu_tanh_gated_backward(&gate, &up, &grad).into()
         });
     }
 }
@@ -89,8 +91,8 @@ impl Backward<Cpu, 2> for RmsNorm {
     type State = (FlexTensor, FlexTensor, FlexTensor);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        backward_both(ops, grads, |(x, weight, inv_rms), grad| {
-            flex::rms_norm_backward(&x, &weight, &inv_rms, &grad)
+        backward_all(ops, grads, |(x, weight, inv_rms), grad| {
+            flex::rms_norm_backward(&x, &weight, &inv_rms, &grad).into()
         });
     }
 }
@@ -105,18 +107,17 @@ pub fn rms_norm(
     record(RmsNorm, [&x, &weight], state, out)
 }
 
-/// The backward of a two-input op: `gradients(state, grad)` gives both
-/// inputs' gradients from the output's, and each goes to its input where
-/// that input takes part in the graph.
-fn backward_both<S>(
-    ops: Ops<S, 2>,
+/// The backward of an op of `N` inputs: `gradients(state, grad)` gives
+/// every input's gradient from the output's, and each goes to its input
+/// where that input takes part in the graph.
+fn backward_all<S, const N: usize>(
+    ops: Ops<S, N>,
     grads: &mut Gradients,
-    gradients: impl FnOnce(S, FlexTensor) -> (FlexTensor, FlexTensor),
+    gradients: impl FnOnce(S, FlexTensor) -> [FlexTensor; N],
 ) {
     let grad = grads.consume::<Cpu>(&ops.node);
-    let (first, second) = gradients(ops.state, grad);
-    let [first_parent, second_parent] = ops.parents;
-    for (parent, grad) in [(first_parent, first), (second_parent, second)] {
+    let computed = gradients(ops.state, grad);
+    for (parent, grad) in ops.parents.into_iter().zip(computed) {
         if let Some(node) = parent {
             grads.register::<Cpu>(node.id, grad);
         }
@@ -158,8 +159,8 @@ impl Backward<Cpu, 2> for Linear {
     type State = (FlexTensor, FlexTensor);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        backward_both(ops, grads, |(x, weight), grad| {
-            flex::linear_backward(&x, &weight, &grad)
+        backward_all(ops, grads, |(x, weight), grad| {
+            flex::linear_backward(&x, &weight, &grad).into()
         });
     }
 }
@@ -191,29 +192,4 @@ impl Backward<Cpu, 1> for SwapMiddleAxes {
 pub fn swap_middle_axes(x: FloatTensor<CpuTrain>) -> FloatTensor<CpuTrain> {
     let out = flex::swap_middle_axes(&x.primitive);
     record(SwapMiddleAxes, [&x], || (), out)
-}
-
-/// Keeps both operands and whether the right one is used transposed.
-#[derive(Debug)]
-struct BatchedMatmul;
-
-impl Backward<Cpu, 2> for BatchedMatmul {
-    /// lhs, rhs, rhs transposed.
-    type State = (FlexTensor, FlexTensor, bool);
-
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        backward_both(ops, grads, |(lhs, rhs, rhs_transposed), grad| {
-            flex::batched_matmul_backward(&lhs, &rhs, rhs_transposed, &grad)
-        });
-    }
-}
-
-pub fn batched_matmul(
-    lhs: FloatTensor<CpuTrain>,
-    rhs: FloatTensor<CpuTrain>,
-    rhs_transposed: bool,
-) -> FloatTensor<CpuTrain> {
-    let out = flex::batched_matmul(&lhs.primitive, &rhs.primitive, rhs_transposed);
-    let state = || (lhs.primitive.clone(), rhs.primitive.clone(), rhs_transposed);
-    record(BatchedMatmul, [&lhs, &rhs], state, out)
 }

@@ -44,7 +44,7 @@ fn output(values: Vec<f32>, like: &FlexTensor) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, like.layout().shape().clone()))
 }
 
-/// The last axis's length: one softmax row.
+/// The last axis's length.
 fn row_len(tensor: &FlexTensor) -> usize {
     let shape = tensor.layout().shape();
     shape[shape.num_dims() - 1]
@@ -55,36 +55,88 @@ fn mask_bytes(blocked: &FlexTensor) -> &[u8] {
     &blocked.bytes()[..blocked.layout().num_elements()]
 }
 
-pub fn attention_probs(scores: &FlexTensor, blocked: &FlexTensor, scale: f32) -> FlexTensor {
-    let (scores, blocked) = (contiguous(scores), blocked.to_contiguous());
-    let mut probs = align_kernels::zeros(scores.layout().num_elements());
-    align_kernels::masked_softmax(
-        f32_slice(&scores),
-        mask_bytes(&blocked),
-        row_len(&scores),
-        scale,
-        &mut probs,
+/// The sizes of an attention call from its operands (see `fused::attention`).
+fn attention_shape(
+    q: &FlexTensor,
+    k: &FlexTensor,
+    blocked: &FlexTensor,
+) -> align_kernels::AttentionShape {
+    let (q, k, mask) = (
+        q.layout().shape(),
+        k.layout().shape(),
+        blocked.layout().shape(),
     );
-    output(probs, &scores)
+    align_kernels::AttentionShape {
+        batch: q[0],
+        heads: q[1],
+        kv_heads: k[1],
+        queries: q[2],
+        keys: k[2],
+        head_dim: q[3],
+        mask_batch: mask[0],
+        mask_heads: mask[1],
+    }
 }
 
-pub fn attention_probs_backward(
-    probs: &FlexTensor,
+/// The attention output `[batch, heads, queries, head_dim]` and the
+/// probabilities `[batch, heads, queries, keys]`.
+pub fn attention(
+    q: &FlexTensor,
+    k: &FlexTensor,
+    v: &FlexTensor,
     blocked: &FlexTensor,
+    scale: f32,
+) -> (FlexTensor, FlexTensor) {
+    let (q, k, v, blocked) = (
+        contiguous(q),
+        contiguous(k),
+        contiguous(v),
+        blocked.to_contiguous(),
+    );
+    let shape = attention_shape(&q, &k, &blocked);
+    let (out, probs) = align_kernels::attention(
+        f32_slice(&q),
+        f32_slice(&k),
+        f32_slice(&v),
+        mask_bytes(&blocked),
+        shape,
+        scale,
+    );
+    let probs_shape = vec![shape.batch, shape.heads, shape.queries, shape.keys];
+    (
+        output(out, &q),
+        FlexTensor::from_data(TensorData::new(probs, probs_shape)),
+    )
+}
+
+/// The gradients of `q`, `k` and `v` from `grad`, the output's, and the
+/// forward's probabilities.
+pub fn attention_backward(
+    [q, k, v]: [&FlexTensor; 3],
+    blocked: &FlexTensor,
+    probs: &FlexTensor,
     grad: &FlexTensor,
     scale: f32,
-) -> FlexTensor {
-    let (blocked, grad) = (blocked.to_contiguous(), contiguous(grad));
-    let mut grad_scores = align_kernels::zeros(probs.layout().num_elements());
-    align_kernels::masked_softmax_backward(
-        f32_slice(probs),
-        mask_bytes(&blocked),
-        f32_slice(&grad),
-        row_len(probs),
-        scale,
-        &mut grad_scores,
+) -> [FlexTensor; 3] {
+    let (q, k, v, blocked, grad) = (
+        contiguous(q),
+        contiguous(k),
+        contiguous(v),
+        blocked.to_contiguous(),
+        contiguous(grad),
     );
-    output(grad_scores, probs)
+    let shape = attention_shape(&q, &k, &blocked);
+    let (dq, dk, dv) = align_kernels::attention_backward(
+        f32_slice(&q),
+        f32_slice(&k),
+        f32_slice(&v),
+        mask_bytes(&blocked),
+        f32_slice(probs),
+        f32_slice(&grad),
+        shape,
+        scale,
+    );
+    [output(dq, &q), output(dk, &k), output(dv, &v)]
 }
 
 pub fn gelu_tanh_gated(gate: &FlexTensor, up: &FlexTensor) -> FlexTensor {
@@ -225,57 +277,4 @@ pub fn swap_middle_axes(x: &FlexTensor) -> FlexTensor {
     align_kernels::swap_middle_axes(f32_slice(&x), shape, &mut out);
     let swapped = vec![shape[0], shape[2], shape[1], shape[3]];
     FlexTensor::from_data(TensorData::new(out, swapped))
-}
-
-/// A 4-D tensor as `d0·d1` row-major `[d2, d3]` matrices.
-fn matrices(tensor: &FlexTensor, transposed: bool) -> align_kernels::Batched<'_> {
-    let shape = tensor.layout().shape();
-    align_kernels::Batched {
-        data: f32_slice(tensor),
-        rows: shape[2],
-        cols: shape[3],
-        transposed,
-    }
-}
-
-/// `lhs · rhs` (or `lhs · rhsᵀ`) per leading index pair of 4-D tensors.
-pub fn batched_matmul(lhs: &FlexTensor, rhs: &FlexTensor, rhs_transposed: bool) -> FlexTensor {
-    let (lhs, rhs) = (contiguous(lhs), contiguous(rhs));
-    let shape = lhs.layout().shape();
-    let (batch, rows) = (shape[0] * shape[1], shape[2]);
-    let right = matrices(&rhs, rhs_transposed);
-    let cols = if rhs_transposed {
-        right.rows
-    } else {
-        right.cols
-    };
-    let out = align_kernels::batched_matmul(batch, matrices(&lhs, false), right);
-    FlexTensor::from_data(TensorData::new(out, vec![shape[0], shape[1], rows, cols]))
-}
-
-/// The gradients of both operands of [`batched_matmul`], in their shapes:
-/// for `C = A·B`, `dA = dC·Bᵀ` and `dB = Aᵀ·dC`; for `C = A·Bᵀ`,
-/// `dA = dC·B` and `dB = dCᵀ·A`.
-pub fn batched_matmul_backward(
-    lhs: &FlexTensor,
-    rhs: &FlexTensor,
-    rhs_transposed: bool,
-    grad: &FlexTensor,
-) -> (FlexTensor, FlexTensor) {
-    let (lhs, rhs, grad) = (contiguous(lhs), contiguous(rhs), contiguous(grad));
-    let batch = {
-        let shape = lhs.layout().shape();
-        shape[0] * shape[1]
-    };
-    let grad_lhs = align_kernels::batched_matmul(
-        batch,
-        matrices(&grad, false),
-        matrices(&rhs, !rhs_transposed),
-    );
-    let grad_rhs = if rhs_transposed {
-        align_kernels::batched_matmul(batch, matrices(&grad, true), matrices(&lhs, false))
-    } else {
-        align_kernels::batched_matmul(batch, matrices(&lhs, true), matrices(&grad, false))
-    };
-    (output(grad_lhs, &lhs), output(grad_rhs, &rhs))
 }

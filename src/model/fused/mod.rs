@@ -1,8 +1,8 @@
 //! The model's hot spots as fused kernels where the backend is burn's CPU
-//! one: the attention probabilities (scale, mask, softmax), the MLP's gated
-//! tanh GELU, the RMSNorm, the rotary embedding, the linear layers' and
-//! attention's products and attention's head transposes, each one
-//! multi-threaded pass forward and one backward (`align_kernels`). Other
+//! one: attention (products, scale, mask, softmax), the MLP's gated tanh
+//! GELU, the RMSNorm, the rotary embedding, the linear layers' products and
+//! attention's head transposes, each one multi-threaded pass forward and
+//! one backward (`align_kernels`). Other
 //! backends compose the same math from burn ops (`model::ops`).
 //!
 //! Why: on Flex each link of the element-wise chains is a single-threaded
@@ -54,32 +54,69 @@ fn route<B: Backend>(fusable: bool) -> Route {
     }
 }
 
-/// `softmax(where(blocked, f32::MIN, scale · scores))` over the last axis:
-/// the attention probabilities of fp32 `scores` (`[batch, heads, queries,
-/// keys]`) with `blocked` of the same shape.
-pub fn attention_probs<B: Backend>(
-    scores: Tensor<B, 4>,
+/// Scaled dot-product attention, `softmax(where(blocked, f32::MIN,
+/// scale·q·kᵀ))·v` (`ops::attention`): `q` `[batch, heads, queries,
+/// head_dim]`, `k` and `v` `[batch, kv_heads, keys, head_dim]`, `blocked`
+/// `[batch or 1, heads or 1, queries, keys]`; the output is `[batch,
+/// heads, queries, head_dim]`. On Flex in one pass that skips the keys a
+/// tile of queries cannot see (the causal upper triangle).
+pub fn attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
     blocked: Tensor<B, 4, Bool>,
     scale: f64,
 ) -> Tensor<B, 4> {
+    let (dq, dk, dm) = (q.dims(), k.dims(), blocked.dims());
+    let fusable = [q.dtype(), k.dtype(), v.dtype()] == [DType::F32; 3]
+        && dk == v.dims()
+        && dq[0] == dk[0]
+        && dq[3] == dk[3]
+        && dk[1] > 0
+        && dq[1].is_multiple_of(dk[1])
+        && [1, dq[0]].contains(&dm[0])
+        && [1, dq[1]].contains(&dm[1])
+        && dm[2..] == [dq[2], dk[2]]
+        && dq.iter().chain(&dk).all(|&n| n > 0);
     let scale32 = scale as f32;
-    match route::<B>(scores.dtype() == DType::F32 && scores.dims() == blocked.dims()) {
+    match route::<B>(fusable) {
         Route::Flex => {
-            let (scores, blocked) =
-                retype::<_, (Tensor<Cpu, 4>, Tensor<Cpu, 4, Bool>)>((scores, blocked));
-            let probs = flex::attention_probs(&float(scores), &blocked.into_primitive(), scale32);
-            retype(from_float::<Cpu, 4>(probs))
+            let (q, k, v, blocked) = retype::<
+                _,
+                (
+                    Tensor<Cpu, 4>,
+                    Tensor<Cpu, 4>,
+                    Tensor<Cpu, 4>,
+                    Tensor<Cpu, 4, Bool>,
+                ),
+            >((q, k, v, blocked));
+            let (out, _) = flex::attention(
+                &float(q),
+                &float(k),
+                &float(v),
+                &blocked.into_primitive(),
+                scale32,
+            );
+            retype(from_float::<Cpu, 4>(out))
         }
         Route::FlexAutodiff => {
-            let (scores, blocked) =
-                retype::<_, (Tensor<CpuTrain, 4>, Tensor<CpuTrain, 4, Bool>)>((scores, blocked));
-            let probs = autodiff::attention_probs(float(scores), blocked.into_primitive(), scale32);
-            retype(from_float::<CpuTrain, 4>(probs))
+            let (q, k, v, blocked) = retype::<
+                _,
+                (
+                    Tensor<CpuTrain, 4>,
+                    Tensor<CpuTrain, 4>,
+                    Tensor<CpuTrain, 4>,
+                    Tensor<CpuTrain, 4, Bool>,
+                ),
+            >((q, k, v, blocked));
+            let out = autodiff::attention(
+                [float(q), float(k), float(v)],
+                blocked.into_primitive(),
+                scale32,
+            );
+            retype(from_float::<CpuTrain, 4>(out))
         }
-        Route::Composed => {
-            let scores = if scale == 1.0 { scores } else { scores * scale };
-            ops::softmax(scores.mask_fill(blocked, f32::MIN), 3)
-        }
+        Route::Composed => ops::attention(q, k, v, blocked, scale),
     }
 }
 
@@ -224,51 +261,6 @@ pub fn swap_middle_axes<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
             )))
         }
         Route::Composed => x.swap_dims(1, 2),
-    }
-}
-
-/// How [`batched_matmul`] uses its right operand.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Rhs {
-    /// `lhs · rhs`.
-    AsStored,
-    /// `lhs · rhsᵀ` (the last two axes swapped).
-    Transposed,
-}
-
-/// Attention's products over `[batch, heads]` of 4-D tensors: `q · kᵀ`
-/// (`Rhs::Transposed`) and `p · v` (`Rhs::AsStored`). On Flex the matrices
-/// are spread over the cores and written once, where Flex zeroes each
-/// output and copies it again to realign it, on the main thread.
-pub fn batched_matmul<B: Backend>(
-    lhs: Tensor<B, 4>,
-    rhs: Tensor<B, 4>,
-    layout: Rhs,
-) -> Tensor<B, 4> {
-    let transposed = layout == Rhs::Transposed;
-    let (l, r) = (lhs.dims(), rhs.dims());
-    let inner = if transposed { r[3] } else { r[2] };
-    let fusable =
-        [lhs.dtype(), rhs.dtype()] == [DType::F32; 2] && l[..2] == r[..2] && l[3] == inner;
-    match route::<B>(fusable) {
-        Route::Flex => {
-            let (lhs, rhs) = retype::<_, (Tensor<Cpu, 4>, Tensor<Cpu, 4>)>((lhs, rhs));
-            retype(from_float::<Cpu, 4>(flex::batched_matmul(
-                &float(lhs),
-                &float(rhs),
-                transposed,
-            )))
-        }
-        Route::FlexAutodiff => {
-            let (lhs, rhs) = retype::<_, (Tensor<CpuTrain, 4>, Tensor<CpuTrain, 4>)>((lhs, rhs));
-            retype(from_float::<CpuTrain, 4>(autodiff::batched_matmul(
-                float(lhs),
-                float(rhs),
-                transposed,
-            )))
-        }
-        Route::Composed if transposed => lhs.matmul(rhs.swap_dims(2, 3)),
-        Route::Composed => lhs.matmul(rhs),
     }
 }
 

@@ -69,33 +69,43 @@ fn check<const D: usize, const N: usize>(
     }
 }
 
-fn causal_blocked<B: burn::tensor::backend::Backend>(shape: [usize; 4]) -> Tensor<B, 4, Bool> {
-    let [batch, heads, queries, keys] = shape;
-    // Causal, plus row 1 of batch 0 fully blocked (a padded query).
-    let blocked: Vec<bool> = (0..batch * heads * queries * keys)
+/// `[batch, 1, seq, seq]`: causal, plus query 1 of batch row 0 blocked
+/// from every key, and batch row 1 padded after three quarters of `seq`.
+fn attention_mask<B: burn::tensor::backend::Backend>(
+    batch: usize,
+    seq: usize,
+) -> Tensor<B, 4, Bool> {
+    let blocked: Vec<bool> = (0..batch * seq * seq)
         .map(|i| {
-            let (q, k, b) = ((i / keys) % queries, i % keys, i / (heads * queries * keys));
-            k > q || (b == 0 && q == 1)
+            let (b, q, k) = (i / (seq * seq), i / seq % seq, i % seq);
+            k > q || (b == 0 && q == 1) || (b == 1 && k >= seq * 3 / 4)
         })
         .collect();
-    Tensor::from_data(TensorData::new(blocked, shape), &Default::default())
+    Tensor::from_data(
+        TensorData::new(blocked, [batch, 1, seq, seq]),
+        &Default::default(),
+    )
 }
 
 #[test]
-fn attention_probs_match_the_composed_softmax() {
-    let shape = [2, 3, 5, 5];
-    let scale = 0.125;
-    check(
-        [shape],
-        |x| attention_probs(x[0].clone(), causal_blocked(shape), scale),
-        |x| {
-            ops::softmax(
-                (x[0].clone() * scale).mask_fill(causal_blocked(shape), f32::MIN),
-                3,
-            )
-        },
-        1e-6,
-    );
+fn attention_matches_the_composed_attention() {
+    // Two query heads per key/value head; 70 queries make two tiles.
+    let (batch, heads, seq) = (2, 4, 70);
+    let shapes = [
+        [batch, heads, seq, 8],
+        [batch, 2, seq, 8],
+        [batch, 2, seq, 8],
+    ];
+    let scale = 0.35;
+    for mask_heads in [1, heads] {
+        let mask = || attention_mask(batch, seq).repeat_dim(1, mask_heads);
+        check(
+            shapes,
+            |x| attention(x[0].clone(), x[1].clone(), x[2].clone(), mask(), scale),
+            |x| ops::attention(x[0].clone(), x[1].clone(), x[2].clone(), mask(), scale),
+            1e-5,
+        );
+    }
 }
 
 #[test]
@@ -153,12 +163,20 @@ fn rope_matches_the_composed_rotation() {
 
 #[test]
 fn the_inner_backend_computes_the_same_bits() {
-    let shape = [2, 3, 5, 5];
-    let scores = leaf(shape, 1);
-    let train = floats(attention_probs(scores.clone(), causal_blocked(shape), 0.5));
-    let inner = floats(attention_probs(
-        scores.inner(),
-        causal_blocked::<Cpu>(shape),
+    let [q, k, v] = [[2, 2, 9, 4]; 3].map(|shape| leaf(shape, shape[2]));
+    let (q, k, v) = (q * 1.5, k * 0.5, v);
+    let train = floats(attention(
+        q.clone(),
+        k.clone(),
+        v.clone(),
+        attention_mask(2, 9),
+        0.5,
+    ));
+    let inner = floats(attention(
+        q.inner(),
+        k.inner(),
+        v.inner(),
+        attention_mask::<Cpu>(2, 9),
         0.5,
     ));
     assert_eq!(train, inner);
@@ -175,21 +193,5 @@ fn swap_middle_axes_matches_the_transposed_view() {
         |x| swap_middle_axes(x[0].clone()),
         |x| x[0].clone().swap_dims(1, 2),
         0.0,
-    );
-}
-
-#[test]
-fn batched_matmul_matches_burns_matmul() {
-    check(
-        [[2, 3, 4, 5], [2, 3, 6, 5]],
-        |x| batched_matmul(x[0].clone(), x[1].clone(), Rhs::Transposed),
-        |x| x[0].clone().matmul(x[1].clone().swap_dims(2, 3)),
-        1e-5,
-    );
-    check(
-        [[2, 3, 4, 5], [2, 3, 5, 6]],
-        |x| batched_matmul(x[0].clone(), x[1].clone(), Rhs::AsStored),
-        |x| x[0].clone().matmul(x[1].clone()),
-        1e-5,
     );
 }

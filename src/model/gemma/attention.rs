@@ -2,10 +2,10 @@
 //! embeddings, as transformers' eager `GemmaAttention`: scores scaled by
 //! `head_dim^-0.5`, masked positions filled before a softmax taken in fp32.
 
-use crate::model::fused::{Rhs, attention_probs, batched_matmul, swap_middle_axes};
+use crate::model::fused::{attention, swap_middle_axes};
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use super::linear::Linear;
 use super::rope::RopeTable;
@@ -193,7 +193,8 @@ impl<B: Backend> Attention<B> {
         (q, k, v)
     }
 
-    /// Scaled dot-product attention of `q` over `k`/`v`, softmax in fp32.
+    /// Scaled dot-product attention of `q` over `k`/`v`, softmax in fp32
+    /// (`ops::attention`), and the output projection.
     fn attend(
         &self,
         q: Tensor<B, 4>,
@@ -205,24 +206,10 @@ impl<B: Backend> Attention<B> {
             heads, head_dim, ..
         } = self.shape;
         let [batch, _, queries, _] = q.dims();
-        let keys = k.dims()[2];
-        let (k, v) = (repeat_kv(k, heads), repeat_kv(v, heads));
-        let dtype = q.dtype();
         let scale = (head_dim as f64).powf(-0.5);
-        let blocked = mask.blocked.clone().expand([batch, heads, queries, keys]);
-        let scores = batched_matmul(q, k, Rhs::Transposed);
-        let probs = if dtype == DType::F32 {
-            attention_probs(scores, blocked, scale)
-        } else {
-            // Scaled in the model's dtype, softmax in fp32, as transformers does.
-            attention_probs((scores * scale).cast(DType::F32), blocked, 1.0).cast(dtype)
-        };
-        let out = swap_middle_axes(batched_matmul(probs, v, Rhs::AsStored)).reshape([
-            batch,
-            queries,
-            heads * head_dim,
-        ]);
-        self.o_proj.forward(out)
+        let out = attention(q, k, v, mask.blocked.clone(), scale);
+        self.o_proj
+            .forward(swap_middle_axes(out).reshape([batch, queries, heads * head_dim]))
     }
 }
 
@@ -234,22 +221,11 @@ pub struct KeyValues<B: Backend> {
     pub values: Tensor<B, 4>,
 }
 
-/// Shares each key/value head among `heads / kv_heads` query heads.
-fn repeat_kv<B: Backend>(x: Tensor<B, 4>, heads: usize) -> Tensor<B, 4> {
-    let [batch, kv_heads, seq, head_dim] = x.dims();
-    if kv_heads == heads {
-        return x;
-    }
-    let groups = heads / kv_heads;
-    x.unsqueeze_dim::<5>(2)
-        .expand([batch, kv_heads, groups, seq, head_dim])
-        .reshape([batch, heads, seq, head_dim])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::{Cpu, cpu_device};
+    use burn::tensor::DType;
 
     #[test]
     fn causal_mask_blocks_future_and_padding() {
