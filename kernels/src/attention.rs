@@ -25,6 +25,7 @@ use rayon::prelude::*;
 
 use crate::matmul::{Destination, Matrix, product_into};
 use crate::softmax::{softmax_row, softmax_row_backward};
+use crate::{Output, wide};
 
 /// Query rows per tile: small enough that the span of each tile follows
 /// the causal diagonal closely, large enough for efficient products.
@@ -178,23 +179,6 @@ unsafe fn assume_init(values: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     unsafe { &mut *(std::ptr::from_mut(values) as *mut [f32]) }
 }
 
-/// A buffer of `len` elements for a kernel to write in full: its capacity
-/// handed out as `MaybeUninit`s, made a `Vec` of `len` by [`assume_written`].
-fn unwritten(len: usize) -> Vec<f32> {
-    Vec::with_capacity(len)
-}
-
-/// `buffer` (from [`unwritten`]) with its `len` elements.
-///
-/// # Safety
-/// All `len` elements of `buffer`'s capacity have been written.
-unsafe fn assume_written(mut buffer: Vec<f32>, len: usize) -> Vec<f32> {
-    // SAFETY: the capacity is at least `len` and its first `len` elements
-    // are initialised (the caller's promise).
-    unsafe { buffer.set_len(len) };
-    buffer
-}
-
 /// The attention output `[batch, heads, queries, head_dim]` and the
 /// probabilities `[batch, heads, queries, keys]` (which the backward reads).
 pub fn attention(
@@ -206,27 +190,26 @@ pub fn attention(
     scale: f32,
 ) -> (Vec<f32>, Vec<f32>) {
     shape.check(q.len(), k.len(), v.len(), blocked.len());
-    let (out_len, probs_len) = (q.len(), shape.batch * shape.heads * shape.score_matrix());
-    let (mut out, mut probs) = (unwritten(out_len), unwritten(probs_len));
-    out.spare_capacity_mut()[..out_len]
+    let probs_len = shape.batch * shape.heads * shape.score_matrix();
+    let (mut out, mut probs) = (Output::new(q.len()), Output::new(probs_len));
+    out.slots()
         .par_chunks_mut(shape.query_matrix())
-        .zip(probs.spare_capacity_mut()[..probs_len].par_chunks_mut(shape.score_matrix()))
+        .zip(probs.slots().par_chunks_mut(shape.score_matrix()))
         .enumerate()
         .for_each(|(index, (out, probs))| {
             let operands = Operands::of(index, &shape, q, k, v, blocked);
-            attend_one(&operands, &shape, scale, out, probs);
+            wide(
+                #[inline(always)]
+                || attend_one(&operands, &shape, scale, out, probs),
+            );
         });
     // SAFETY: the tasks cover both buffers, one matrix each, and
     // `attend_one` writes the whole of its output and probabilities.
-    unsafe {
-        (
-            assume_written(out, out_len),
-            assume_written(probs, probs_len),
-        )
-    }
+    unsafe { (out.written(), probs.written()) }
 }
 
 /// One matrix's forward; initialises all of `out` and `probs`.
+#[inline(always)]
 fn attend_one(
     operands: &Operands,
     shape: &AttentionShape,
@@ -295,8 +278,8 @@ pub fn attention_backward(
     // Key/value gradients per query head; summed over each group below.
     let per_head = matrices * shape.key_matrix();
     let (mut dk, mut dv) = (crate::zeros(per_head), crate::zeros(per_head));
-    let mut dq = unwritten(q.len());
-    dq.spare_capacity_mut()[..q.len()]
+    let mut dq = Output::new(q.len());
+    dq.slots()
         .par_chunks_mut(shape.query_matrix())
         .zip(dk.par_chunks_mut(shape.key_matrix()))
         .zip(dv.par_chunks_mut(shape.key_matrix()))
@@ -307,11 +290,15 @@ pub fn attention_backward(
                 &probs[index * shape.score_matrix()..][..shape.score_matrix()],
                 &grad[index * shape.query_matrix()..][..shape.query_matrix()],
             );
-            backward_one(&operands, upstream, &shape, scale, Gradients { dq, dk, dv });
+            let gradients = Gradients { dq, dk, dv };
+            wide(
+                #[inline(always)]
+                || backward_one(&operands, upstream, &shape, scale, gradients),
+            );
         });
     // SAFETY: the tasks cover `dq`, one matrix each, and `backward_one`
     // writes the whole of its query gradient.
-    let dq = unsafe { assume_written(dq, q.len()) };
+    let dq = unsafe { dq.written() };
     let groups = shape.heads / shape.kv_heads;
     let summed = |per_head| sum_groups(per_head, groups, shape.key_matrix());
     (dq, summed(dk), summed(dv))
@@ -327,6 +314,7 @@ struct Gradients<'a> {
 /// One matrix's backward, for `C = P·V`, `P = softmax(S)`, `S = scale·Q·Kᵀ`:
 /// `dP = dC·Vᵀ`, `dS = P ⊙ (dP − rowsum(dP ⊙ P))·scale`, `dQ = dS·K`,
 /// `dK = dSᵀ·Q`, `dV = Pᵀ·dC`, each over the tile's visible span.
+#[inline(always)]
 fn backward_one(
     operands: &Operands,
     (probs, grad): (&[f32], &[f32]),

@@ -6,8 +6,8 @@
 
 use rayon::prelude::*;
 
-use crate::TASK_ELEMENTS;
 use crate::exp::exp;
+use crate::{Output, TASK_ELEMENTS, wide};
 
 /// `2·√(2/π)`.
 const TWICE_SQRT_2_OVER_PI: f32 =
@@ -21,58 +21,66 @@ fn gate_sigmoid(g: f32) -> (f32, f32) {
     (z, 1.0 / (1.0 + exp(-z)))
 }
 
-/// `out = gelu_tanh(gate) ⊙ up`; all slices have the same length.
-pub fn gelu_tanh_gated(gate: &[f32], up: &[f32], out: &mut [f32]) {
-    assert_same_lengths(&[gate.len(), up.len(), out.len()]);
-    out.par_chunks_mut(TASK_ELEMENTS)
+/// `gelu_tanh(gate) ⊙ up`; the slices have the same length.
+pub fn gelu_tanh_gated(gate: &[f32], up: &[f32]) -> Vec<f32> {
+    assert_same_lengths(&[gate.len(), up.len()]);
+    let mut out = Output::new(gate.len());
+    out.slots()
+        .par_chunks_mut(TASK_ELEMENTS)
         .zip(gate.par_chunks(TASK_ELEMENTS))
         .zip(up.par_chunks(TASK_ELEMENTS))
         .for_each(|((out, gate), up)| {
-            for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-                let (_, s) = gate_sigmoid(g);
-                *o = g * s * u;
-            }
+            wide(
+                #[inline(always)]
+                || {
+                    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+                        let (_, s) = gate_sigmoid(g);
+                        o.write(g * s * u);
+                    }
+                },
+            );
         });
+    // SAFETY: the chunks cover the output (the lengths are equal), and each
+    // task writes every element of its chunk.
+    unsafe { out.written() }
 }
 
 /// The gradients of `gate` and `up` from `grad`, that of the output:
 /// `grad ⊙ up ⊙ gelu_tanh'(gate)` and `grad ⊙ gelu_tanh(gate)`, where
 /// `gelu_tanh'(g) = σ + g·σ·(1 − σ)·z'(g)`, `z'(g) = 2·√(2/π)·(1 + 3·0.044715·g²)`.
-pub fn gelu_tanh_gated_backward(
-    gate: &[f32],
-    up: &[f32],
-    grad: &[f32],
-    grad_gate: &mut [f32],
-    grad_up: &mut [f32],
-) {
-    assert_same_lengths(&[
-        gate.len(),
-        up.len(),
-        grad.len(),
-        grad_gate.len(),
-        grad_up.len(),
-    ]);
+pub fn gelu_tanh_gated_backward(gate: &[f32], up: &[f32], grad: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    assert_same_lengths(&[gate.len(), up.len(), grad.len()]);
+    let (mut grad_gate, mut grad_up) = (Output::new(gate.len()), Output::new(gate.len()));
     grad_gate
+        .slots()
         .par_chunks_mut(TASK_ELEMENTS)
-        .zip(grad_up.par_chunks_mut(TASK_ELEMENTS))
+        .zip(grad_up.slots().par_chunks_mut(TASK_ELEMENTS))
         .zip(gate.par_chunks(TASK_ELEMENTS))
         .zip(up.par_chunks(TASK_ELEMENTS))
         .zip(grad.par_chunks(TASK_ELEMENTS))
         .for_each(|((((grad_gate, grad_up), gate), up), grad)| {
-            for ((((dg, du), &g), &u), &dy) in grad_gate
-                .iter_mut()
-                .zip(grad_up.iter_mut())
-                .zip(gate)
-                .zip(up)
-                .zip(grad)
-            {
-                let (_, s) = gate_sigmoid(g);
-                let slope = TWICE_SQRT_2_OVER_PI * (1.0 + 3.0 * CUBIC * g * g);
-                let derivative = s + g * s * (1.0 - s) * slope;
-                *dg = dy * u * derivative;
-                *du = dy * g * s;
-            }
+            wide(
+                #[inline(always)]
+                || {
+                    for ((((dg, du), &g), &u), &dy) in grad_gate
+                        .iter_mut()
+                        .zip(grad_up.iter_mut())
+                        .zip(gate)
+                        .zip(up)
+                        .zip(grad)
+                    {
+                        let (_, s) = gate_sigmoid(g);
+                        let slope = TWICE_SQRT_2_OVER_PI * (1.0 + 3.0 * CUBIC * g * g);
+                        let derivative = s + g * s * (1.0 - s) * slope;
+                        dg.write(dy * u * derivative);
+                        du.write(dy * g * s);
+                    }
+                },
+            );
         });
+    // SAFETY: the chunks cover both outputs (the lengths are equal), and
+    // each task writes every element of its chunks.
+    unsafe { (grad_gate.written(), grad_up.written()) }
 }
 
 fn assert_same_lengths(lengths: &[usize]) {
@@ -103,8 +111,7 @@ mod tests {
     #[test]
     fn forward_matches_the_tanh_formula() {
         let (gate, up) = inputs();
-        let mut out = vec![0.0; gate.len()];
-        gelu_tanh_gated(&gate, &up, &mut out);
+        let out = gelu_tanh_gated(&gate, &up);
         for ((&g, &u), &got) in gate.iter().zip(&up).zip(&out) {
             let want = gelu(f64::from(g)) * f64::from(u);
             assert!(
@@ -120,8 +127,7 @@ mod tests {
         let grad: Vec<f32> = (0..gate.len())
             .map(|i| ((i * 11 % 7) as f32 - 3.0) / 2.0)
             .collect();
-        let (mut grad_gate, mut grad_up) = (vec![0.0; gate.len()], vec![0.0; gate.len()]);
-        gelu_tanh_gated_backward(&gate, &up, &grad, &mut grad_gate, &mut grad_up);
+        let (grad_gate, grad_up) = gelu_tanh_gated_backward(&gate, &up, &grad);
         for i in 0..gate.len() {
             let (g, u, dy) = (f64::from(gate[i]), f64::from(up[i]), f64::from(grad[i]));
             let h = 1e-6;

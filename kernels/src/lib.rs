@@ -22,6 +22,10 @@ mod rms_norm;
 mod rope;
 mod softmax;
 
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
 pub use attention::{AttentionShape, attention, attention_backward};
 pub use exp::exp;
 pub use gelu::{gelu_tanh_gated, gelu_tanh_gated_backward};
@@ -34,20 +38,72 @@ pub use rope::{RopeShape, rope, rope_backward};
 /// small enough that both cores get many tasks.
 const TASK_ELEMENTS: usize = 1 << 15;
 
-/// A zeroed buffer for a kernel's output, zeroed on every core of rayon's
-/// pool, a memset per task: a single-threaded `vec![0.0; n]` per output was
-/// a fifth of the serial time left on the CPU bench (glibc's `calloc` clears
-/// reused heap memory itself), and collecting a parallel iterator of zeros
-/// wrote them one element at a time (6% of the bench's samples).
-pub fn zeros(len: usize) -> Vec<f32> {
-    use rayon::prelude::*;
-    use std::mem::MaybeUninit;
-    let mut out = Vec::with_capacity(len);
-    out.spare_capacity_mut()[..len]
+/// A zeroed buffer, zeroed on every core of rayon's pool, a memset per
+/// task: for outputs that are added to (a single-threaded `vec![0.0; n]`
+/// per output was a fifth of the serial time left on the CPU bench).
+pub(crate) fn zeros(len: usize) -> Vec<f32> {
+    let mut out = Output::new(len);
+    out.slots()
         .par_chunks_mut(TASK_ELEMENTS)
         .for_each(|chunk| chunk.fill(MaybeUninit::new(0.0)));
-    // SAFETY: the capacity is `len` and all of its first `len` elements
-    // were initialised just above.
-    unsafe { out.set_len(len) };
-    out
+    // SAFETY: the chunks cover every slot, and each was filled.
+    unsafe { out.written() }
+}
+
+/// A kernel's output of `len` elements, handed out uninitialised
+/// ([`Output::slots`]) for the kernel to write, every element of it, then
+/// taken as a `Vec` ([`Output::written`]). Outputs are not zeroed first:
+/// that was memory bandwidth spent for nothing (5% of the CPU bench's
+/// samples).
+pub(crate) struct Output {
+    buffer: Vec<f32>,
+    len: usize,
+}
+
+impl Output {
+    pub(crate) fn new(len: usize) -> Self {
+        Self {
+            buffer: Vec::with_capacity(len),
+            len,
+        }
+    }
+
+    pub(crate) fn slots(&mut self) -> &mut [MaybeUninit<f32>] {
+        &mut self.buffer.spare_capacity_mut()[..self.len]
+    }
+
+    /// The written output.
+    ///
+    /// # Safety
+    /// Every slot has been written.
+    pub(crate) unsafe fn written(mut self) -> Vec<f32> {
+        // SAFETY: the capacity is at least `len`, and the caller vouches
+        // that all `len` slots are initialised.
+        unsafe { self.buffer.set_len(self.len) };
+        self.buffer
+    }
+}
+
+/// Runs `kernel` compiled for AVX2 and FMA where the CPU has them, else as
+/// built: x86-64's SSE2 baseline, so that one binary runs on any x86-64 CPU.
+/// The element-wise loops then vectorise twice as wide. `kernel` must be an
+/// `#[inline(always)]` closure (and what it calls inlined too): code is
+/// compiled for AVX2 only where it is inlined into the wrapper. The results are the
+/// same bits either way: the loops' operations and their order do not
+/// depend on the width (no `mul_add`, and Rust never fuses a multiply and an
+/// add on its own).
+#[inline(always)]
+pub(crate) fn wide<R>(kernel: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has both features (checked just above).
+        return unsafe { with_avx2_fma(kernel) };
+    }
+    kernel()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn with_avx2_fma<R>(kernel: impl FnOnce() -> R) -> R {
+    kernel()
 }

@@ -1,17 +1,20 @@
 //! The model's products through the `gemm` crate that burn's CPU backend
-//! also uses: the linear layer's `y = x·Wᵀ` and its backward, and
-//! attention's batched `q·kᵀ` and `p·v` and theirs.
+//! also uses: the linear layer's `y = x·Wᵀ` and its backward, and the
+//! blocks of attention's products (`attention`).
 //!
 //! Why not burn's matmul: Flex allocates each product's output as a zeroed
 //! byte buffer that it then copies once more to align it (about 6% of the
 //! CPU bench's samples, on one thread), and autodiff hands back the weight's
 //! gradient as a transposed view of `Wᵀ`'s, which the gradient clipping and
-//! AdamW then walk element by element. Here outputs are zeroed on every core, gemm writes them once, and
-//! `dW` comes out in the weight's own `[out, in]` layout.
+//! AdamW then walk element by element. Here gemm writes each output once,
+//! into memory not zeroed first, and `dW` comes out in the weight's own
+//! `[out, in]` layout.
 
 use std::mem::MaybeUninit;
 
 use gemm::{Parallelism, gemm};
+
+use crate::Output;
 
 /// A matrix view of a slice: element `(r, c)` is `data[r·row_stride + c·col_stride]`.
 #[derive(Clone, Copy)]
@@ -79,17 +82,16 @@ fn product(lhs: Matrix, rhs: Matrix) -> Vec<f32> {
     } else {
         Parallelism::None
     };
-    let mut out = Vec::with_capacity(m * n);
+    let mut out = Output::new(m * n);
     let destination = Destination {
-        out: &mut out.spare_capacity_mut()[..m * n],
+        out: out.slots(),
         row_stride: n,
         accumulate: false,
     };
     product_into(lhs, rhs, destination, parallelism);
-    // SAFETY: `product_into` initialised all `m · n` elements of the
-    // capacity (an overwriting destination of exactly that many).
-    unsafe { out.set_len(m * n) };
-    out
+    // SAFETY: `product_into` initialised every element of its overwriting
+    // destination of exactly `m · n`, rows `n` apart.
+    unsafe { out.written() }
 }
 
 /// Writes (or adds) `lhs · rhs` into `destination`. An overwriting

@@ -6,30 +6,35 @@
 
 use rayon::prelude::*;
 
-use crate::TASK_ELEMENTS;
+use crate::{Output, TASK_ELEMENTS};
 
 /// `dst[a][c][b] = src[a][b][c]` (rows of `inner` elements) for `src` of
 /// shape `[outer, first, second, inner]`; `dst` is `[outer, second, first, inner]`.
-pub fn swap_middle_axes(src: &[f32], shape: [usize; 4], dst: &mut [f32]) {
+pub fn swap_middle_axes(src: &[f32], shape: [usize; 4]) -> Vec<f32> {
     let [outer, first, second, inner] = shape;
     let len = outer * first * second * inner;
     assert!(
-        src.len() == len && dst.len() == len && inner > 0,
-        "swap_middle_axes: {} and {} elements for {shape:?}",
-        src.len(),
-        dst.len()
+        src.len() == len && inner > 0,
+        "swap_middle_axes: {} elements for {shape:?}",
+        src.len()
     );
     let rows = (TASK_ELEMENTS / inner).max(1);
-    dst.par_chunks_mut(rows * inner)
+    let mut dst = Output::new(len);
+    dst.slots()
+        .par_chunks_mut(rows * inner)
         .enumerate()
         .for_each(|(task, dst)| {
             for (i, row) in dst.chunks_exact_mut(inner).enumerate() {
                 let r = task * rows + i;
                 let (a, c, b) = (r / (second * first), r / first % second, r % first);
                 let from = ((a * first + b) * second + c) * inner;
-                row.copy_from_slice(&src[from..from + inner]);
+                for (slot, &value) in row.iter_mut().zip(&src[from..from + inner]) {
+                    slot.write(value);
+                }
             }
         });
+    // SAFETY: the chunks cover `dst` in whole rows, and each row is copied in full.
+    unsafe { dst.written() }
 }
 
 /// The elements of a strided view of `src`, in row-major order: `shape`,
@@ -94,8 +99,7 @@ mod tests {
     fn moves_each_row_and_is_undone_by_the_swapped_shape() {
         let shape = [2, 3, 4, 5];
         let src: Vec<f32> = (0..120).map(|i| i as f32).collect();
-        let mut dst = vec![0.0; 120];
-        swap_middle_axes(&src, shape, &mut dst);
+        let dst = swap_middle_axes(&src, shape);
         for a in 0..2 {
             for b in 0..3 {
                 for c in 0..4 {
@@ -107,8 +111,7 @@ mod tests {
                 }
             }
         }
-        let mut back = vec![0.0; 120];
-        swap_middle_axes(&dst, [2, 4, 3, 5], &mut back);
+        let back = swap_middle_axes(&dst, [2, 4, 3, 5]);
         assert_eq!(back, src);
     }
 

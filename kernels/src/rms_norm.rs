@@ -3,34 +3,45 @@
 
 use rayon::prelude::*;
 
-use crate::TASK_ELEMENTS;
-use crate::lanes;
+use std::mem::MaybeUninit;
+
+use crate::{Output, TASK_ELEMENTS, lanes, wide};
 
 fn rows_per_task(row_len: usize) -> usize {
     (TASK_ELEMENTS / row_len.max(1)).max(1)
 }
 
-/// `out = x · r · (1 + weight)` per row of `weight.len()`; `inv_rms` gets
-/// each row's `r`, which the backward needs.
-pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32], inv_rms: &mut [f32]) {
+/// `x · r · (1 + weight)` per row of `weight.len()`, and each row's `r`,
+/// which the backward needs.
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
     let row_len = weight.len();
-    assert_rows(x.len(), out.len(), inv_rms.len(), row_len);
+    assert_rows(x.len(), row_len);
     let rows = rows_per_task(row_len);
-    out.par_chunks_mut(rows * row_len)
-        .zip(inv_rms.par_chunks_mut(rows))
+    let (mut out, mut inv_rms) = (Output::new(x.len()), Output::new(x.len() / row_len));
+    out.slots()
+        .par_chunks_mut(rows * row_len)
+        .zip(inv_rms.slots().par_chunks_mut(rows))
         .zip(x.par_chunks(rows * row_len))
         .for_each(|((out, inv_rms), x)| {
-            for ((out, r), x) in out
-                .chunks_exact_mut(row_len)
-                .zip(inv_rms.iter_mut())
-                .zip(x.chunks_exact(row_len))
-            {
-                *r = 1.0 / (lanes::dot(x, x) / row_len as f32 + eps).sqrt();
-                for ((o, &x), &w) in out.iter_mut().zip(x).zip(weight) {
-                    *o = x * *r * (1.0 + w);
-                }
-            }
+            wide(
+                #[inline(always)]
+                || {
+                    for ((out, r), x) in out
+                        .chunks_exact_mut(row_len)
+                        .zip(inv_rms.iter_mut())
+                        .zip(x.chunks_exact(row_len))
+                    {
+                        let r = *r.write(1.0 / (lanes::dot(x, x) / row_len as f32 + eps).sqrt());
+                        for ((o, &x), &w) in out.iter_mut().zip(x).zip(weight) {
+                            o.write(x * r * (1.0 + w));
+                        }
+                    }
+                },
+            );
         });
+    // SAFETY: the chunks cover both outputs (whole rows, one `r` per row),
+    // and each task writes every row of its chunk and its `r`.
+    unsafe { (out.written(), inv_rms.written()) }
 }
 
 /// The gradients of `x` and `weight` from `grad`, that of the output:
@@ -42,68 +53,83 @@ pub fn rms_norm_backward(
     weight: &[f32],
     inv_rms: &[f32],
     grad: &[f32],
-    grad_x: &mut [f32],
-    grad_weight: &mut [f32],
-) {
+) -> (Vec<f32>, Vec<f32>) {
     let row_len = weight.len();
-    assert_rows(x.len(), grad_x.len(), inv_rms.len(), row_len);
-    assert_eq!(
+    assert_rows(x.len(), row_len);
+    assert!(
+        inv_rms.len() * row_len == x.len() && grad.len() == x.len(),
+        "RMSNorm backward: {} rows of r and a gradient of {} for {} inputs",
+        inv_rms.len(),
         grad.len(),
-        x.len(),
-        "RMSNorm backward: gradient of another shape"
-    );
-    assert_eq!(
-        grad_weight.len(),
-        row_len,
-        "RMSNorm backward: weight gradient of another shape"
+        x.len()
     );
     let rows = rows_per_task(row_len);
+    let mut grad_x = Output::new(x.len());
     let partials: Vec<Vec<f32>> = grad_x
+        .slots()
         .par_chunks_mut(rows * row_len)
         .zip(inv_rms.par_chunks(rows))
         .zip(x.par_chunks(rows * row_len))
         .zip(grad.par_chunks(rows * row_len))
         .map(|(((grad_x, inv_rms), x), grad)| {
-            let mut grad_weight = vec![0.0f32; row_len];
-            let mut scaled = vec![0.0f32; row_len];
-            for (((grad_x, &r), x), grad) in grad_x
-                .chunks_exact_mut(row_len)
-                .zip(inv_rms)
-                .zip(x.chunks_exact(row_len))
-                .zip(grad.chunks_exact(row_len))
-            {
-                for ((s, &g), &w) in scaled.iter_mut().zip(grad).zip(weight) {
-                    *s = g * (1.0 + w);
-                }
-                let along = lanes::dot(&scaled, x) * r * r * r / row_len as f32;
-                for (((dx, &s), &x), (dw, &g)) in grad_x
-                    .iter_mut()
-                    .zip(&scaled)
-                    .zip(x)
-                    .zip(grad_weight.iter_mut().zip(grad))
-                {
-                    *dx = r * s - along * x;
-                    *dw += g * x * r;
-                }
-            }
-            grad_weight
+            wide(
+                #[inline(always)]
+                || backward_rows(grad_x, inv_rms, x, grad, weight),
+            )
         })
         .collect();
-    grad_weight.fill(0.0);
+    let mut grad_weight = vec![0.0f32; row_len];
     for partial in partials {
         for (total, part) in grad_weight.iter_mut().zip(partial) {
             *total += part;
         }
     }
+    // SAFETY: the chunks cover `grad_x` (whole rows), and `backward_rows`
+    // writes every row of its chunk.
+    (unsafe { grad_x.written() }, grad_weight)
 }
 
-fn assert_rows(x: usize, out: usize, inv_rms: usize, row_len: usize) {
+/// One task's rows of the backward: writes their `dx`, returns their part of `dw`.
+#[inline(always)]
+fn backward_rows(
+    grad_x: &mut [MaybeUninit<f32>],
+    inv_rms: &[f32],
+    x: &[f32],
+    grad: &[f32],
+    weight: &[f32],
+) -> Vec<f32> {
+    let row_len = weight.len();
+    let mut grad_weight = vec![0.0f32; row_len];
+    let mut scaled = vec![0.0f32; row_len];
+    for (((grad_x, &r), x), grad) in grad_x
+        .chunks_exact_mut(row_len)
+        .zip(inv_rms)
+        .zip(x.chunks_exact(row_len))
+        .zip(grad.chunks_exact(row_len))
+    {
+        for ((s, &g), &w) in scaled.iter_mut().zip(grad).zip(weight) {
+            *s = g * (1.0 + w);
+        }
+        let along = lanes::dot(&scaled, x) * r * r * r / row_len as f32;
+        for (((dx, &s), &x), (dw, &g)) in grad_x
+            .iter_mut()
+            .zip(&scaled)
+            .zip(x)
+            .zip(grad_weight.iter_mut().zip(grad))
+        {
+            dx.write(r * s - along * x);
+            *dw += g * x * r;
+        }
+    }
+    grad_weight
+}
+
+fn assert_rows(x: usize, row_len: usize) {
     assert!(
-        row_len > 0 && x == out && x == inv_rms * row_len,
-        "RMSNorm: {x} inputs, {out} outputs and {inv_rms} rows of {row_len} do not agree"
+        row_len > 0 && x.is_multiple_of(row_len),
+        "RMSNorm: {x} inputs are not whole rows of {row_len}"
     );
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,8 +162,7 @@ mod tests {
     fn forward_matches_the_formula_in_f64() {
         let (x, w, _) = example();
         let n = w.len();
-        let (mut out, mut inv_rms) = (vec![0.0; x.len()], vec![0.0; x.len() / n]);
-        rms_norm(&x, &w, 1e-6, &mut out, &mut inv_rms);
+        let (out, inv_rms) = rms_norm(&x, &w, 1e-6);
         for (row, (x, out)) in x.chunks(n).zip(out.chunks(n)).enumerate() {
             let r = 1.0
                 / (x.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / n as f64 + 1e-6).sqrt();
@@ -154,10 +179,8 @@ mod tests {
         let (x, w, c) = example();
         let n = w.len();
         let eps = 1e-6;
-        let (mut out, mut inv_rms) = (vec![0.0; x.len()], vec![0.0; x.len() / n]);
-        rms_norm(&x, &w, eps as f32, &mut out, &mut inv_rms);
-        let (mut grad_x, mut grad_w) = (vec![0.0; x.len()], vec![0.0; n]);
-        rms_norm_backward(&x, &w, &inv_rms, &c, &mut grad_x, &mut grad_w);
+        let (_, inv_rms) = rms_norm(&x, &w, eps as f32);
+        let (grad_x, grad_w) = rms_norm_backward(&x, &w, &inv_rms, &c);
         let to64 = |v: &[f32]| v.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>();
         let (x64, w64, c64) = (to64(&x), to64(&w), to64(&c));
         let h = 1e-5;

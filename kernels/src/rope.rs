@@ -11,7 +11,9 @@
 
 use rayon::prelude::*;
 
-use crate::TASK_ELEMENTS;
+use std::mem::MaybeUninit;
+
+use crate::{Output, TASK_ELEMENTS, wide};
 
 /// The rotation's input shape `[batch, seq, heads, head_dim]`; its output
 /// is `[batch, heads, seq, head_dim]`, the layout attention's matmuls read.
@@ -51,46 +53,53 @@ impl RopeShape {
 }
 
 /// Rotates each head row of `x` (`shape`) and moves the heads in front of
-/// the positions: `out` is `[batch, heads, seq, head_dim]`. The tables have
-/// `x`'s shape.
-pub fn rope(x: &[f32], cos: &[f32], signed_sin: &[f32], shape: RopeShape, out: &mut [f32]) {
-    assert_rows(&[x.len(), cos.len(), signed_sin.len(), out.len()], shape);
+/// the positions: the result is `[batch, heads, seq, head_dim]`. The tables
+/// have `x`'s shape.
+pub fn rope(x: &[f32], cos: &[f32], signed_sin: &[f32], shape: RopeShape) -> Vec<f32> {
+    assert_rows(&[x.len(), cos.len(), signed_sin.len()], shape);
     let (d, rows) = (shape.head_dim, shape.rows_per_task());
-    out.par_chunks_mut(rows * d)
+    let mut out = Output::new(x.len());
+    out.slots()
+        .par_chunks_mut(rows * d)
         .enumerate()
         .for_each(|(task, out)| {
-            for (i, out) in out.chunks_exact_mut(d).enumerate() {
-                let input = shape.input_row(task * rows + i) * d..;
-                rotate(
-                    &x[input.clone()][..d],
-                    &cos[input.clone()][..d],
-                    &signed_sin[input][..d],
-                    out,
-                );
-            }
+            wide(
+                #[inline(always)]
+                || {
+                    for (i, out) in out.chunks_exact_mut(d).enumerate() {
+                        let input = shape.input_row(task * rows + i) * d..;
+                        rotate(
+                            [&x[input.clone()], &cos[input.clone()], &signed_sin[input]],
+                            out,
+                        );
+                    }
+                },
+            );
         });
+    // SAFETY: the chunks cover the output in whole rows, and `rotate`
+    // writes every element of each.
+    unsafe { out.written() }
 }
 
-/// `out = x ⊙ cos + swap_halves(x) ⊙ signed_sin` for one head row.
+/// `out = x ⊙ cos + swap_halves(x) ⊙ signed_sin` for one head row (the
+/// first `out.len()` elements of `x`, `cos` and `sin`).
 #[inline(always)]
-fn rotate(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
-    let half = x.len() / 2;
-    let [x1, x2, cos1, cos2, sin1, sin2] = halves([x, cos, sin]);
+fn rotate([x, cos, sin]: [&[f32]; 3], out: &mut [MaybeUninit<f32>]) {
+    let half = out.len() / 2;
+    let [x1, x2, cos1, cos2, sin1, sin2] = halves([x, cos, sin], half);
     let (out1, out2) = out.split_at_mut(half);
     let (out1, out2) = (&mut out1[..half], &mut out2[..half]);
     for i in 0..half {
-        out1[i] = x1[i] * cos1[i] + x2[i] * sin1[i];
-        out2[i] = x2[i] * cos2[i] + x1[i] * sin2[i];
+        out1[i].write(x1[i] * cos1[i] + x2[i] * sin1[i]);
+        out2[i].write(x2[i] * cos2[i] + x1[i] * sin2[i]);
     }
 }
 
-/// The first and second halves of each of three rows of the first one's
-/// length, each exactly half long: with every length known to the compiler,
-/// the rotations' loops run without bounds checks and vectorise (they did
-/// neither when the halves came from `split_at`).
+/// The two halves of the first `2·half` elements of each of three rows,
+/// each exactly `half` long: with every length known to the compiler, the
+/// rotations' loops run without bounds checks.
 #[inline(always)]
-fn halves<'a>(rows: [&'a [f32]; 3]) -> [&'a [f32]; 6] {
-    let half = rows[0].len() / 2;
+fn halves(rows: [&[f32]; 3], half: usize) -> [&[f32]; 6] {
     let [a, b, c] = rows.map(|row| (&row[..half], &row[half..2 * half]));
     [a.0, a.1, b.0, b.1, c.0, c.1]
 }
@@ -98,41 +107,42 @@ fn halves<'a>(rows: [&'a [f32]; 3]) -> [&'a [f32]; 6] {
 /// The transpose of [`rotate`] for one head row: `dx_j = dy_j·cos_j +
 /// dy_σ(j)·sin_σ(j)`, each half's sin taken from the other half.
 #[inline(always)]
-fn rotate_back(dy: &[f32], cos: &[f32], sin: &[f32], dx: &mut [f32]) {
-    let half = dy.len() / 2;
-    let [dy1, dy2, cos1, cos2, sin1, sin2] = halves([dy, cos, sin]);
+fn rotate_back([dy, cos, sin]: [&[f32]; 3], dx: &mut [MaybeUninit<f32>]) {
+    let half = dx.len() / 2;
+    let [dy1, dy2, cos1, cos2, sin1, sin2] = halves([dy, cos, sin], half);
     let (dx1, dx2) = dx.split_at_mut(half);
     let (dx1, dx2) = (&mut dx1[..half], &mut dx2[..half]);
     for i in 0..half {
-        dx1[i] = dy1[i] * cos1[i] + dy2[i] * sin2[i];
-        dx2[i] = dy2[i] * cos2[i] + dy1[i] * sin1[i];
+        dx1[i].write(dy1[i] * cos1[i] + dy2[i] * sin2[i]);
+        dx2[i].write(dy2[i] * cos2[i] + dy1[i] * sin1[i]);
     }
 }
 
 /// The gradient of `x` (`shape`) from `grad`, that of the output
 /// (`[batch, heads, seq, head_dim]`).
-pub fn rope_backward(
-    grad: &[f32],
-    cos: &[f32],
-    signed_sin: &[f32],
-    shape: RopeShape,
-    grad_x: &mut [f32],
-) {
-    assert_rows(
-        &[grad.len(), cos.len(), signed_sin.len(), grad_x.len()],
-        shape,
-    );
+pub fn rope_backward(grad: &[f32], cos: &[f32], signed_sin: &[f32], shape: RopeShape) -> Vec<f32> {
+    assert_rows(&[grad.len(), cos.len(), signed_sin.len()], shape);
     let (d, rows) = (shape.head_dim, shape.rows_per_task());
+    let mut grad_x = Output::new(grad.len());
     grad_x
+        .slots()
         .par_chunks_mut(rows * d)
         .enumerate()
         .for_each(|(task, grad_x)| {
-            for (i, dx) in grad_x.chunks_exact_mut(d).enumerate() {
-                let row = task * rows + i;
-                let dy = &grad[shape.output_row(row) * d..][..d];
-                rotate_back(dy, &cos[row * d..][..d], &signed_sin[row * d..][..d], dx);
-            }
+            wide(
+                #[inline(always)]
+                || {
+                    for (i, dx) in grad_x.chunks_exact_mut(d).enumerate() {
+                        let row = task * rows + i;
+                        let dy = &grad[shape.output_row(row) * d..];
+                        rotate_back([dy, &cos[row * d..], &signed_sin[row * d..]], dx);
+                    }
+                },
+            );
         });
+    // SAFETY: the chunks cover the gradient in whole rows, and
+    // `rotate_back` writes every element of each.
+    unsafe { grad_x.written() }
 }
 
 fn assert_rows(lengths: &[usize], shape: RopeShape) {
@@ -182,8 +192,7 @@ mod tests {
             .map(|r| (100 * (r / 6) + 10 * (r / 2 % 3) + r % 2) as f32)
             .collect();
         let (cos, sin) = (vec![1.0; n], vec![0.0; n]);
-        let mut out = vec![0.0; n];
-        rope(&x, &cos, &sin, shape, &mut out);
+        let out = rope(&x, &cos, &sin, shape);
         let rows: Vec<f32> = out.chunks(4).map(|row| row[0]).collect();
         // (b, h, s) order
         assert_eq!(
@@ -192,8 +201,7 @@ mod tests {
                 0.0, 10.0, 20.0, 1.0, 11.0, 21.0, 100.0, 110.0, 120.0, 101.0, 111.0, 121.0
             ]
         );
-        let mut back = vec![0.0; n];
-        rope_backward(&out, &cos, &sin, shape, &mut back);
+        let back = rope_backward(&out, &cos, &sin, shape);
         assert_eq!(back, x);
     }
 
@@ -202,8 +210,7 @@ mod tests {
         let angles = [[0.0, 0.0], [2.0, 0.2]];
         let (cos, sin) = tables(&angles);
         let x = [1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0];
-        let mut out = [0.0; 8];
-        rope(&x, &cos, &sin, shape(1, 2, 1), &mut out);
+        let out = rope(&x, &cos, &sin, shape(1, 2, 1));
         assert_eq!(&out[..4], &[1.0, 2.0, 3.0, 4.0]);
         let (c0, s0, c1, s1) = (2.0f32.cos(), 2.0f32.sin(), 0.2f32.cos(), 0.2f32.sin());
         let want = [
@@ -225,10 +232,11 @@ mod tests {
         let n = cos.len();
         let x: Vec<f32> = (0..n).map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0).collect();
         let g: Vec<f32> = (0..n).map(|i| ((i * 5 % 13) as f32 - 6.0) / 4.0).collect();
-        let (mut y, mut dx) = (vec![0.0; n], vec![0.0; n]);
         let shape = shape(1, 3, 2);
-        rope(&x, &cos, &sin, shape, &mut y);
-        rope_backward(&g, &cos, &sin, shape, &mut dx);
+        let (y, dx) = (
+            rope(&x, &cos, &sin, shape),
+            rope_backward(&g, &cos, &sin, shape),
+        );
         let dot = |a: &[f32], b: &[f32]| {
             a.iter()
                 .zip(b)
@@ -244,8 +252,7 @@ mod tests {
         for j in 0..n {
             let mut unit = vec![0.0; n];
             unit[j] = 1.0;
-            let mut column = vec![0.0; n];
-            rope(&unit, &cos, &sin, shape, &mut column);
+            let column = rope(&unit, &cos, &sin, shape);
             let want = dot(&column, &g);
             assert!((f64::from(dx[j]) - want).abs() < 1e-6, "dx[{j}]");
         }

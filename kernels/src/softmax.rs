@@ -9,6 +9,7 @@ use crate::exp::exp;
 use crate::lanes;
 
 /// In place over one row: `row = softmax(where(blocked, f32::MIN, scale·row))`.
+#[inline(always)]
 pub(crate) fn softmax_row(row: &mut [f32], blocked: &[u8], scale: f32) {
     assert_eq!(row.len(), blocked.len(), "softmax: row and mask lengths");
     for (p, &b) in row.iter_mut().zip(blocked) {
@@ -27,6 +28,7 @@ pub(crate) fn softmax_row(row: &mut [f32], blocked: &[u8], scale: f32) {
 /// In place over one row: `grad`, that of the probabilities `probs`,
 /// becomes that of the scores: `scale · p ⊙ (grad − Σ grad ⊙ p)`, zero
 /// where blocked.
+#[inline(always)]
 pub(crate) fn softmax_row_backward(probs: &[f32], grad: &mut [f32], blocked: &[u8], scale: f32) {
     assert!(
         probs.len() == grad.len() && grad.len() == blocked.len(),

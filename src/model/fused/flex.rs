@@ -141,8 +141,7 @@ pub fn attention_backward(
 
 pub fn gelu_tanh_gated(gate: &FlexTensor, up: &FlexTensor) -> FlexTensor {
     let (gate, up) = (contiguous(gate), contiguous(up));
-    let mut out = align_kernels::zeros(gate.layout().num_elements());
-    align_kernels::gelu_tanh_gated(f32_slice(&gate), f32_slice(&up), &mut out);
+    let out = align_kernels::gelu_tanh_gated(f32_slice(&gate), f32_slice(&up));
     output(out, &gate)
 }
 
@@ -153,31 +152,16 @@ pub fn gelu_tanh_gated_backward(
     grad: &FlexTensor,
 ) -> (FlexTensor, FlexTensor) {
     let (gate, up, grad) = (contiguous(gate), contiguous(up), contiguous(grad));
-    let n = gate.layout().num_elements();
-    let (mut grad_gate, mut grad_up) = (align_kernels::zeros(n), align_kernels::zeros(n));
-    align_kernels::gelu_tanh_gated_backward(
-        f32_slice(&gate),
-        f32_slice(&up),
-        f32_slice(&grad),
-        &mut grad_gate,
-        &mut grad_up,
-    );
+    let (grad_gate, grad_up) =
+        align_kernels::gelu_tanh_gated_backward(f32_slice(&gate), f32_slice(&up), f32_slice(&grad));
     (output(grad_gate, &gate), output(grad_up, &gate))
 }
 
 /// The normalised `x` and each row's `r = 1 / sqrt(mean(x²) + eps)`.
 pub fn rms_norm(x: &FlexTensor, weight: &FlexTensor, eps: f32) -> (FlexTensor, FlexTensor) {
     let (x, weight) = (contiguous(x), contiguous(weight));
-    let n = x.layout().num_elements();
-    let rows = n / row_len(&x);
-    let (mut out, mut inv_rms) = (align_kernels::zeros(n), align_kernels::zeros(rows));
-    align_kernels::rms_norm(
-        f32_slice(&x),
-        f32_slice(&weight),
-        eps,
-        &mut out,
-        &mut inv_rms,
-    );
+    let (out, inv_rms) = align_kernels::rms_norm(f32_slice(&x), f32_slice(&weight), eps);
+    let rows = inv_rms.len();
     let inv_rms = FlexTensor::from_data(TensorData::new(inv_rms, [rows]));
     (output(out, &x), inv_rms)
 }
@@ -190,17 +174,11 @@ pub fn rms_norm_backward(
     grad: &FlexTensor,
 ) -> (FlexTensor, FlexTensor) {
     let (x, weight, grad) = (contiguous(x), contiguous(weight), contiguous(grad));
-    let (mut grad_x, mut grad_weight) = (
-        align_kernels::zeros(x.layout().num_elements()),
-        align_kernels::zeros(weight.layout().num_elements()),
-    );
-    align_kernels::rms_norm_backward(
+    let (grad_x, grad_weight) = align_kernels::rms_norm_backward(
         f32_slice(&x),
         f32_slice(&weight),
         f32_slice(inv_rms),
         f32_slice(&grad),
-        &mut grad_x,
-        &mut grad_weight,
     );
     (output(grad_x, &x), output(grad_weight, &weight))
 }
@@ -220,13 +198,11 @@ fn rope_shape(x: &FlexTensor) -> align_kernels::RopeShape {
 pub fn rope(x: &FlexTensor, cos: &FlexTensor, signed_sin: &FlexTensor) -> FlexTensor {
     let (x, cos, signed_sin) = (contiguous(x), contiguous(cos), contiguous(signed_sin));
     let shape = rope_shape(&x);
-    let mut out = align_kernels::zeros(x.layout().num_elements());
-    align_kernels::rope(
+    let out = align_kernels::rope(
         f32_slice(&x),
         f32_slice(&cos),
         f32_slice(&signed_sin),
         shape,
-        &mut out,
     );
     let heads_first = vec![shape.batch, shape.heads, shape.seq, shape.head_dim];
     FlexTensor::from_data(TensorData::new(out, heads_first))
@@ -235,13 +211,11 @@ pub fn rope(x: &FlexTensor, cos: &FlexTensor, signed_sin: &FlexTensor) -> FlexTe
 /// The gradient of `x` (the tables' shape) from that of the heads-first output.
 pub fn rope_backward(cos: &FlexTensor, signed_sin: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
     let (cos, signed_sin, grad) = (contiguous(cos), contiguous(signed_sin), contiguous(grad));
-    let mut grad_x = align_kernels::zeros(cos.layout().num_elements());
-    align_kernels::rope_backward(
+    let grad_x = align_kernels::rope_backward(
         f32_slice(&grad),
         f32_slice(&cos),
         f32_slice(&signed_sin),
         rope_shape(&cos),
-        &mut grad_x,
     );
     output(grad_x, &cos)
 }
@@ -273,8 +247,7 @@ pub fn swap_middle_axes(x: &FlexTensor) -> FlexTensor {
     let x = contiguous(x);
     let dims = x.layout().shape();
     let shape = [dims[0], dims[1], dims[2], dims[3]];
-    let mut out = align_kernels::zeros(x.layout().num_elements());
-    align_kernels::swap_middle_axes(f32_slice(&x), shape, &mut out);
+    let out = align_kernels::swap_middle_axes(f32_slice(&x), shape);
     let swapped = vec![shape[0], shape[2], shape[1], shape[3]];
     FlexTensor::from_data(TensorData::new(out, swapped))
 }
