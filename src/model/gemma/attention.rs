@@ -44,29 +44,33 @@ impl<A: burn::tensor::backend::AutodiffBackend> AttentionMask<A> {
 }
 
 impl<B: Backend> AttentionMask<B> {
-    /// Causal mask (burn's `tril_mask` is true strictly above the diagonal:
-    /// the future), plus padded keys blocked where `padding` (`[batch, seq]`,
-    /// 1 = token, 0 = padding) is given.
+    /// Causal mask (the keys after each query blocked), plus padded keys
+    /// blocked where `padding` (`[batch, seq]`, 1 = token, 0 = padding) is
+    /// given. Built on the host: broadcasting a causal and a padding mask
+    /// and or-ing them was a strided pass on one thread of the CPU backend.
     pub fn causal(
         padding: Option<Tensor<B, 2, Int>>,
         batch: usize,
         seq: usize,
         device: &B::Device,
     ) -> Self {
-        let future = Tensor::<B, 2, Bool>::tril_mask([seq, seq], 0, device)
-            .unsqueeze::<4>()
-            .expand([batch, 1, seq, seq]);
-        let blocked = match padding {
-            Some(mask) => {
-                let pad_keys = mask
-                    .equal_elem(0)
-                    .reshape([batch, 1, 1, seq])
-                    .expand([batch, 1, seq, seq]);
-                future.bool_or(pad_keys)
+        let padding: Option<Vec<i64>> = padding.map(|mask| {
+            mask.into_data()
+                .convert::<i64>()
+                .to_vec()
+                .expect("an integer attention mask")
+        });
+        let is_padding = |b: usize, k: usize| padding.as_ref().is_some_and(|p| p[b * seq + k] == 0);
+        let mut blocked = Vec::with_capacity(batch * seq * seq);
+        for b in 0..batch {
+            for query in 0..seq {
+                blocked.extend((0..seq).map(|key| key > query || is_padding(b, key)));
             }
-            None => future,
-        };
-        Self { blocked }
+        }
+        let blocked = TensorData::new(blocked, [batch, 1, seq, seq]);
+        Self {
+            blocked: Tensor::from_data(blocked, device),
+        }
     }
 
     /// Also blocks attention between the documents of packed rows: a new
