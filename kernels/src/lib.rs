@@ -12,6 +12,7 @@
 //! optimisation (loop vectorisation needs `opt-level = 3`) while the main
 //! crate builds fast.
 
+mod adamw;
 mod attention;
 mod exp;
 mod gelu;
@@ -26,6 +27,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+pub use adamw::{AdamWScalars, adamw};
 pub use attention::{AttentionShape, attention, attention_backward};
 pub use exp::exp;
 pub use gelu::{gelu_tanh_gated, gelu_tanh_gated_backward};

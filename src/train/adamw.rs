@@ -23,6 +23,8 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Tensor};
 
 use super::precision::to_f32;
+use crate::model::fused;
+use align_kernels::AdamWScalars;
 
 /// Hyper-parameters, with transformers' defaults (not burn's).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -117,11 +119,6 @@ impl<B: Backend> AdamW<B> {
                 None => value.flatten::<1>(0, D - 1).cast(DType::F32),
             },
         };
-        let value = if weight_decay != 0.0 {
-            value * (1.0 - lr * weight_decay)
-        } else {
-            value
-        };
         let moments = match self.moments.remove(&id) {
             Some(moments) => moments,
             None => Moments {
@@ -129,15 +126,19 @@ impl<B: Backend> AdamW<B> {
                 exp_avg_sq: grad.zeros_like(),
             },
         };
-        // exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
-        let exp_avg = moments.exp_avg.clone() + (grad.clone() - moments.exp_avg) * (1.0 - beta1);
-        let exp_avg_sq = moments.exp_avg_sq * beta2 + grad.clone() * grad * (1.0 - beta2);
         let step = self.step as i32;
-        let bias_correction1 = 1.0 - beta1.powi(step);
-        let bias_correction2_sqrt = (1.0 - beta2.powi(step)).sqrt();
-        let step_size = lr / bias_correction1;
-        let denom = exp_avg_sq.clone().sqrt() / bias_correction2_sqrt + eps;
-        let value = value - exp_avg.clone() / denom * step_size;
+        let scalars = AdamWScalars {
+            decay: (1.0 - lr * weight_decay) as f32,
+            one_minus_beta1: (1.0 - beta1) as f32,
+            beta2: beta2 as f32,
+            one_minus_beta2: (1.0 - beta2) as f32,
+            bias_correction2_sqrt: (1.0 - beta2.powi(step)).sqrt() as f32,
+            eps: eps as f32,
+            step_size: (lr / (1.0 - beta1.powi(step))) as f32,
+        };
+        let tensors = [&value, &grad, &moments.exp_avg, &moments.exp_avg_sq];
+        let [value, exp_avg, exp_avg_sq] = fused::adamw(tensors, scalars)
+            .unwrap_or_else(|| composed_update(value, grad, moments, scalars));
         self.moments.insert(
             id,
             Moments {
@@ -151,6 +152,25 @@ impl<B: Backend> AdamW<B> {
         self.masters.insert(id, value.clone());
         value.cast(dtype).reshape(shape)
     }
+}
+
+/// One AdamW update composed from tensor ops: `[value, exp_avg,
+/// exp_avg_sq]` after the step. Each scalar is an `f32` (a tensor op
+/// rounds its scalar to the tensor's dtype anyway), so that the fused CPU
+/// update (`model::fused::adamw`) can repeat the arithmetic bit for bit.
+fn composed_update<B: Backend>(
+    value: Tensor<B, 1>,
+    grad: Tensor<B, 1>,
+    moments: Moments<B>,
+    s: AdamWScalars,
+) -> [Tensor<B, 1>; 3] {
+    let value = value * s.decay;
+    // exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
+    let exp_avg = moments.exp_avg.clone() + (grad.clone() - moments.exp_avg) * s.one_minus_beta1;
+    let exp_avg_sq = moments.exp_avg_sq * s.beta2 + grad.clone() * grad * s.one_minus_beta2;
+    let denom = exp_avg_sq.clone().sqrt() / s.bias_correction2_sqrt + s.eps;
+    let value = value - exp_avg.clone() / denom * s.step_size;
+    [value, exp_avg, exp_avg_sq]
 }
 
 /// Walks the model, replacing each parameter by its updated value.
@@ -204,6 +224,58 @@ mod tests {
         let denom = v.sqrt() / (1.0f64 - 0.999f64.powi(2)).sqrt() + 1e-8;
         let p2 = p1 * (1.0 - 0.001) - 0.1 / (1.0 - 0.81) * m / denom;
         assert!((p.into_scalar() as f64 - p2).abs() < 1e-6, "{p2}");
+    }
+
+    /// The CPU backend's fused update (one multi-threaded pass) against the
+    /// composed ops it stands for, over many tasks' worth of elements: the
+    /// same bits in the value and both moments.
+    #[test]
+    fn the_fused_cpu_update_is_the_composed_one_bit_for_bit() {
+        let device = cpu_device();
+        let n = 100_003;
+        let tensor = |seed: usize, positive: bool| {
+            let values: Vec<f32> = (0..n)
+                .map(|i| (((i * 7919 + seed * 104_729) % 2001) as f32 - 1000.0) / 700.0)
+                .map(|x| if positive { x * x } else { x })
+                .collect();
+            Tensor::<Cpu, 1>::from_data(burn::tensor::TensorData::new(values, [n]), &device)
+        };
+        let scalars = AdamWScalars {
+            decay: (1.0 - 3e-4 * 0.01f64) as f32,
+            one_minus_beta1: (1.0 - 0.9f64) as f32,
+            beta2: 0.999,
+            one_minus_beta2: (1.0 - 0.999f64) as f32,
+            bias_correction2_sqrt: (1.0 - 0.999f64.powi(3)).sqrt() as f32,
+            eps: 1e-8,
+            step_size: (3e-4 / (1.0 - 0.9f64.powi(3))) as f32,
+        };
+        let (value, grad, avg, avg_sq) = (
+            tensor(1, false),
+            tensor(2, false),
+            tensor(3, false),
+            tensor(4, true),
+        );
+        let fused = fused::adamw([&value, &grad, &avg, &avg_sq], scalars)
+            .expect("the CPU backend fuses the update");
+        let moments = Moments {
+            exp_avg: avg,
+            exp_avg_sq: avg_sq,
+        };
+        let composed = composed_update(value, grad, moments, scalars);
+        let bits = |t: Tensor<Cpu, 1>| -> Vec<u32> {
+            t.into_data()
+                .to_vec::<f32>()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect()
+        };
+        for (name, (f, c)) in ["value", "exp_avg", "exp_avg_sq"]
+            .iter()
+            .zip(fused.into_iter().zip(composed))
+        {
+            assert!(bits(f) == bits(c), "{name} differs");
+        }
     }
 
     /// bf16 mixed precision: 50 updates of 1e-4 each move an fp32 master

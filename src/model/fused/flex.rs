@@ -251,3 +251,20 @@ pub fn swap_middle_axes(x: &FlexTensor) -> FlexTensor {
     let swapped = vec![shape[0], shape[2], shape[1], shape[3]];
     FlexTensor::from_data(TensorData::new(out, swapped))
 }
+
+/// One AdamW update: the new value and moments, from the value, gradient
+/// and moments (all flat, of one length).
+pub fn adamw(
+    [value, grad, exp_avg, exp_avg_sq]: [&FlexTensor; 4],
+    scalars: align_kernels::AdamWScalars,
+) -> [FlexTensor; 3] {
+    let [value, grad, exp_avg, exp_avg_sq] = [value, grad, exp_avg, exp_avg_sq].map(contiguous);
+    let updated = align_kernels::adamw(
+        f32_slice(&value),
+        f32_slice(&grad),
+        f32_slice(&exp_avg),
+        f32_slice(&exp_avg_sq),
+        scalars,
+    );
+    updated.map(|values| output(values, &value))
+}

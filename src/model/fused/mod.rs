@@ -264,6 +264,25 @@ pub fn swap_middle_axes<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     }
 }
 
+/// One AdamW update of an fp32 parameter, flattened (`train::adamw`):
+/// `[value, grad, exp_avg, exp_avg_sq]` in, the new `[value, exp_avg,
+/// exp_avg_sq]` out, the same bits as the composed update. On Flex one
+/// multi-threaded pass; `None` elsewhere, where the optimizer composes it.
+pub fn adamw<B: Backend>(
+    tensors: [&Tensor<B, 1>; 4],
+    scalars: align_kernels::AdamWScalars,
+) -> Option<[Tensor<B, 1>; 3]> {
+    let fusable = tensors.iter().all(|t| t.dtype() == DType::F32);
+    match route::<B>(fusable) {
+        Route::Flex => {
+            let flat = tensors.map(|t| float(retype::<_, Tensor<Cpu, 1>>(t.clone())));
+            let updated = flex::adamw([&flat[0], &flat[1], &flat[2], &flat[3]], scalars);
+            Some(updated.map(|t| retype(from_float::<Cpu, 1>(t))))
+        }
+        Route::FlexAutodiff | Route::Composed => None,
+    }
+}
+
 fn float<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> B::FloatTensorPrimitive {
     tensor.into_primitive().tensor()
 }
