@@ -133,25 +133,30 @@ pub(crate) fn product_into(
         }
         return;
     }
+    // gemm works column-major: asked for `outᵀ = rhsᵀ · lhsᵀ`, it reads
+    // our row-major operands and writes our row-major output in its own
+    // layout, and packs nothing on the calling thread (given `lhs · rhs`, it
+    // packed `lhs` there first, while the other cores waited).
+    let (first, second) = (rhs.transposed(), lhs.transposed());
     // SAFETY: the shapes match and every element the strides of `lhs`,
     // `rhs` and the destination reach is inside its slice (asserted). gemm
     // writes `out = 1·lhs·rhs` without reading it, or with `accumulate`
     // (`read_dst`) `out = 1·out + 1·lhs·rhs`, whose caller has initialised it.
     unsafe {
         gemm(
-            m,
             n,
+            m,
             k,
             out.as_mut_ptr().cast::<f32>(),
-            1,
             row_stride as isize,
+            1,
             accumulate,
-            lhs.data.as_ptr(),
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
-            rhs.data.as_ptr(),
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
+            first.data.as_ptr(),
+            first.col_stride as isize,
+            first.row_stride as isize,
+            second.data.as_ptr(),
+            second.col_stride as isize,
+            second.row_stride as isize,
             1.0,
             1.0,
             false,
