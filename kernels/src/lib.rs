@@ -22,6 +22,7 @@ mod permute;
 mod rms_norm;
 mod rope;
 mod softmax;
+mod token_logps;
 
 use std::mem::MaybeUninit;
 
@@ -35,6 +36,7 @@ pub use matmul::{linear, linear_backward};
 pub use permute::{gather_strided, swap_middle_axes};
 pub use rms_norm::{rms_norm, rms_norm_backward};
 pub use rope::{RopeShape, rope, rope_backward};
+pub use token_logps::{RowStats, TokenLogps, token_logps, token_logps_backward};
 
 /// Elements one rayon task handles: large enough that scheduling is noise,
 /// small enough that both cores get many tasks.

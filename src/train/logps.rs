@@ -9,7 +9,9 @@
 //! `[rows, seq, vocab]` logits are never materialised at once (with Gemma's
 //! 256k vocabulary they would be the largest tensor of the step).
 
+use crate::model::fused;
 use crate::model::ops::log_softmax;
+use align_kernels::RowStats;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
 
@@ -133,11 +135,13 @@ pub fn sequence_logps<B: Backend>(
         let logits = model
             .logits(hidden.clone().select(0, positions))
             .cast(DType::F32);
-        let logps = log_softmax(logits.clone(), 1);
-        let target_ids =
-            Tensor::<B, 2, Int>::from_data(TensorData::new(targets.clone(), [n, 1]), device);
-        picked.push(logps.clone().gather(1, target_ids).reshape([n]));
-        accumulate_stats(&mut stats, chunk, &targets, logits.detach(), logps.detach());
+        let target_indices: Vec<usize> = targets.iter().map(|&t| t as usize).collect();
+        let (logps, row_stats) = match fused::token_logps(&logits, &target_indices) {
+            Some(fused) => fused,
+            None => composed_token_logps(logits, &targets, device),
+        };
+        picked.push(logps);
+        add_row_stats(&mut stats, chunk, &row_stats);
     }
     let picked = Tensor::cat(picked, 0);
     SequenceLogps {
@@ -187,20 +191,26 @@ fn add_position_logits<B: Backend>(
     }
 }
 
-fn accumulate_stats<B: Backend>(
-    stats: &mut [SequenceStats],
-    chunk: &[(usize, usize)],
-    targets: &[i64],
+/// Each row's target log-probability (differentiable) and statistics, from
+/// the log-softmax and a gather (the fused CPU path, `fused::token_logps`,
+/// computes the same in one pass per row).
+fn composed_token_logps<B: Backend>(
     logits: Tensor<B, 2>,
-    logps: Tensor<B, 2>,
-) {
+    targets: &[i64],
+    device: &B::Device,
+) -> (Tensor<B, 1>, Vec<RowStats>) {
+    let n = targets.len();
+    let logps = log_softmax(logits.clone(), 1);
+    let target_ids =
+        Tensor::<B, 2, Int>::from_data(TensorData::new(targets.to_vec(), [n, 1]), device);
+    let picked = logps.clone().gather(1, target_ids).reshape([n]);
+    let (logits, logps) = (logits.detach(), logps.detach());
     let host = |t: Tensor<B, 1>| {
         t.into_data()
             .convert::<f32>()
             .to_vec::<f32>()
             .expect("f32 statistics")
     };
-    let n = chunk.len();
     let mean_logits = host(logits.clone().mean_dim(1).reshape([n]));
     let entropy = host((logps.clone().exp() * logps).sum_dim(1).reshape([n]).neg());
     let argmax = logits
@@ -210,11 +220,23 @@ fn accumulate_stats<B: Backend>(
         .convert::<i64>()
         .to_vec::<i64>()
         .expect("argmax ids");
-    for (i, &(r, _)) in chunk.iter().enumerate() {
+    let stats = (0..n)
+        .map(|i| RowStats {
+            mean_logit: mean_logits[i],
+            entropy: entropy[i],
+            target_is_top: argmax[i] == targets[i],
+        })
+        .collect();
+    (picked, stats)
+}
+
+/// Adds each scored token's row statistics to its sequence's.
+fn add_row_stats(stats: &mut [SequenceStats], chunk: &[(usize, usize)], rows: &[RowStats]) {
+    for (&(r, _), row) in chunk.iter().zip(rows) {
         let s = &mut stats[r];
         s.tokens += 1;
-        s.mean_logits_sum += mean_logits[i] as f64;
-        s.entropy_sum += entropy[i] as f64;
-        s.top1 += usize::from(argmax[i] == targets[i]);
+        s.mean_logits_sum += f64::from(row.mean_logit);
+        s.entropy_sum += f64::from(row.entropy);
+        s.top1 += usize::from(row.target_is_top);
     }
 }

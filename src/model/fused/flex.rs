@@ -268,3 +268,33 @@ pub fn adamw(
     );
     updated.map(|values| output(values, &value))
 }
+
+/// Each row's target log-probability (`[rows]`), log-normaliser and statistics.
+pub fn token_logps(
+    logits: &FlexTensor,
+    targets: &[usize],
+) -> (FlexTensor, Vec<f32>, Vec<align_kernels::RowStats>) {
+    let logits = contiguous(logits);
+    let found = align_kernels::token_logps(f32_slice(&logits), row_len(&logits), targets);
+    let rows = found.logps.len();
+    let logps = FlexTensor::from_data(TensorData::new(found.logps, [rows]));
+    (logps, found.log_normalizers, found.stats)
+}
+
+/// The gradient of the logits from that of the rows' log-probabilities.
+pub fn token_logps_backward(
+    logits: &FlexTensor,
+    targets: &[usize],
+    log_normalizers: &[f32],
+    grad: &FlexTensor,
+) -> FlexTensor {
+    let (logits, grad) = (contiguous(logits), contiguous(grad));
+    let grad_logits = align_kernels::token_logps_backward(
+        f32_slice(&logits),
+        row_len(&logits),
+        targets,
+        log_normalizers,
+        f32_slice(&grad),
+    );
+    output(grad_logits, &logits)
+}

@@ -283,6 +283,33 @@ pub fn adamw<B: Backend>(
     }
 }
 
+/// Each row's log-probability of its target token under a softmax over
+/// the vocabulary of fp32 `logits` (`[rows, vocab]`), differentiable, and
+/// each row's logging statistics: `train::logps`'s log-softmax and gather.
+/// On Flex one pass per row forward and backward; `None` elsewhere, where
+/// `train::logps` composes them.
+pub fn token_logps<B: Backend>(
+    logits: &Tensor<B, 2>,
+    targets: &[usize],
+) -> Option<(Tensor<B, 1>, Vec<align_kernels::RowStats>)> {
+    let [rows, vocab] = logits.dims();
+    let fusable =
+        logits.dtype() == DType::F32 && rows == targets.len() && targets.iter().all(|&t| t < vocab);
+    match route::<B>(fusable) {
+        Route::Flex => {
+            let logits = float(retype::<_, Tensor<Cpu, 2>>(logits.clone()));
+            let (logps, _, stats) = flex::token_logps(&logits, targets);
+            Some((retype(from_float::<Cpu, 1>(logps)), stats))
+        }
+        Route::FlexAutodiff => {
+            let logits = float(retype::<_, Tensor<CpuTrain, 2>>(logits.clone()));
+            let (logps, stats) = autodiff::token_logps(logits, targets);
+            Some((retype(from_float::<CpuTrain, 1>(logps)), stats))
+        }
+        Route::Composed => None,
+    }
+}
+
 fn float<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> B::FloatTensorPrimitive {
     tensor.into_primitive().tensor()
 }
