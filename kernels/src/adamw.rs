@@ -28,6 +28,28 @@ pub struct AdamWScalars {
     pub step_size: f32,
 }
 
+impl AdamWScalars {
+    /// The scalars of torch's update number `step` (from 1) at learning
+    /// rate `lr`: computed in f64, then each rounded to `f32`.
+    pub fn for_step(
+        lr: f64,
+        weight_decay: f64,
+        (beta1, beta2): (f64, f64),
+        eps: f64,
+        step: i32,
+    ) -> Self {
+        Self {
+            decay: (1.0 - lr * weight_decay) as f32,
+            one_minus_beta1: (1.0 - beta1) as f32,
+            beta2: beta2 as f32,
+            one_minus_beta2: (1.0 - beta2) as f32,
+            bias_correction2_sqrt: (1.0 - beta2.powi(step)).sqrt() as f32,
+            eps: eps as f32,
+            step_size: (lr / (1.0 - beta1.powi(step))) as f32,
+        }
+    }
+}
+
 /// The updated parameter and moments of one parameter, in that order:
 /// `m ← m + (g − m)(1 − β₁)`, `v ← v·β₂ + g·g·(1 − β₂)`,
 /// `p ← p·decay − m / (√v / √(1 − β₂ᵗ) + ε) · step_size`.
@@ -96,15 +118,7 @@ mod tests {
     #[test]
     fn two_steps_match_torch_worked_by_hand() {
         let (lr, wd, b1, b2, eps) = (0.1f64, 0.01f64, 0.9f64, 0.999f64, 1e-8f64);
-        let scalars = |t: i32| AdamWScalars {
-            decay: (1.0 - lr * wd) as f32,
-            one_minus_beta1: (1.0 - b1) as f32,
-            beta2: b2 as f32,
-            one_minus_beta2: (1.0 - b2) as f32,
-            bias_correction2_sqrt: (1.0 - b2.powi(t)).sqrt() as f32,
-            eps: eps as f32,
-            step_size: (lr / (1.0 - b1.powi(t))) as f32,
-        };
+        let scalars = |t| AdamWScalars::for_step(lr, wd, (b1, b2), eps, t);
         let [p1, m1, v1] = adamw(&[1.0], &[1.0], &[0.0], &[0.0], scalars(1));
         let [p2, m2, v2] = adamw(&p1, &[-2.0], &m1, &v1, scalars(2));
         // torch's step by hand: decay, moments, bias-corrected step.

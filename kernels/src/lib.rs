@@ -1,16 +1,17 @@
 //! align's fused CPU kernels: plain functions on `f32` slices, each one pass
 //! over its data, split over rayon's pool.
 //!
-//! Why a crate of its own: the model's element-wise hot spots (the attention
-//! softmax, the MLP's gated GELU, the RMSNorm, the rotary embedding) cost
-//! more on burn's CPU backend than their share of the FLOPs suggests,
-//! because each is a chain of single-threaded scalar ops plus autodiff
-//! bookkeeping for every link, and its linear layers' products pay for an
-//! extra copy of each output and a transposed weight gradient. These
-//! kernels do each in one pass, forward and backward; `align::model::fused` plugs them
-//! into burn. Kept apart so that the dev profile can build them with full
-//! optimisation (loop vectorisation needs `opt-level = 3`) while the main
-//! crate builds fast.
+//! Why a crate of its own: the training step's element-wise hot spots (the
+//! attention softmax, the MLP's gated GELU, the RMSNorm, the rotary
+//! embedding, the token log-probs, the AdamW update) cost more on burn's CPU
+//! backend than their share of the FLOPs suggests, because each is a chain
+//! of single-threaded scalar ops plus autodiff bookkeeping for every link;
+//! its products pay for an extra copy of each output and a transposed
+//! weight gradient, and causal attention for the masked half of its
+//! scores. These kernels do each in one pass, forward and backward;
+//! `align::model::fused` plugs them into burn. Kept apart so that the dev
+//! profile can build them with full optimisation (loop vectorisation needs
+//! `opt-level = 3`) while the main crate builds fast.
 
 mod adamw;
 mod attention;

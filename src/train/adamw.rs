@@ -127,15 +127,7 @@ impl<B: Backend> AdamW<B> {
             },
         };
         let step = self.step as i32;
-        let scalars = AdamWScalars {
-            decay: (1.0 - lr * weight_decay) as f32,
-            one_minus_beta1: (1.0 - beta1) as f32,
-            beta2: beta2 as f32,
-            one_minus_beta2: (1.0 - beta2) as f32,
-            bias_correction2_sqrt: (1.0 - beta2.powi(step)).sqrt() as f32,
-            eps: eps as f32,
-            step_size: (lr / (1.0 - beta1.powi(step))) as f32,
-        };
+        let scalars = AdamWScalars::for_step(lr, weight_decay, (beta1, beta2), eps, step);
         let tensors = [&value, &grad, &moments.exp_avg, &moments.exp_avg_sq];
         let [value, exp_avg, exp_avg_sq] = fused::adamw(tensors, scalars)
             .unwrap_or_else(|| composed_update(value, grad, moments, scalars));
@@ -240,15 +232,7 @@ mod tests {
                 .collect();
             Tensor::<Cpu, 1>::from_data(burn::tensor::TensorData::new(values, [n]), &device)
         };
-        let scalars = AdamWScalars {
-            decay: (1.0 - 3e-4 * 0.01f64) as f32,
-            one_minus_beta1: (1.0 - 0.9f64) as f32,
-            beta2: 0.999,
-            one_minus_beta2: (1.0 - 0.999f64) as f32,
-            bias_correction2_sqrt: (1.0 - 0.999f64.powi(3)).sqrt() as f32,
-            eps: 1e-8,
-            step_size: (3e-4 / (1.0 - 0.9f64.powi(3))) as f32,
-        };
+        let scalars = AdamWScalars::for_step(3e-4, 0.01, (0.9, 0.999), 1e-8, 3);
         let (value, grad, avg, avg_sq) = (
             tensor(1, false),
             tensor(2, false),
