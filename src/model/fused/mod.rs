@@ -1,8 +1,9 @@
 //! The model's hot spots as fused kernels where the backend is burn's CPU
 //! one: attention (products, scale, mask, softmax), the MLP's gated tanh
-//! GELU, the RMSNorm, the rotary embedding, the linear layers' products and
-//! attention's head transposes, each one multi-threaded pass forward and
-//! one backward (`align_kernels`). Other
+//! GELU, the RMSNorm, the rotary embedding, the linear layers' products,
+//! attention's head transposes and the token log-probs, each one
+//! multi-threaded pass forward and one backward, and the optimizer's AdamW
+//! update (`align_kernels`). Other
 //! backends compose the same math from burn ops (`model::ops`).
 //!
 //! Why: on Flex each link of the element-wise chains is a single-threaded
@@ -276,7 +277,7 @@ pub fn adamw<B: Backend>(
     match route::<B>(fusable) {
         Route::Flex => {
             let flat = tensors.map(|t| float(retype::<_, Tensor<Cpu, 1>>(t.clone())));
-            let updated = flex::adamw([&flat[0], &flat[1], &flat[2], &flat[3]], scalars);
+            let updated = flex::adamw(flat.each_ref(), scalars);
             Some(updated.map(|t| retype(from_float::<Cpu, 1>(t))))
         }
         Route::FlexAutodiff | Route::Composed => None,
