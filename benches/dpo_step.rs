@@ -44,7 +44,7 @@ use align::train::adamw::AdamWConfig;
 use align::train::dpo::{DpoLossKind, DpoLossSpec, DpoLossState};
 use align::train::logps::ScoredBatch;
 use align::train::parallel::launch::run_replicas;
-use align::train::parallel::{Cluster, DeviceKind, DeviceList, Replica};
+use align::train::parallel::{Cluster, DeviceKind, DeviceList, Replica, exchange_for};
 use align::train::preference::{DpoObjective, PreferenceBatch, Reference};
 use align::train::recompute::LayerRecompute;
 use align::train::schedule::{Schedule, ScheduleKind};
@@ -329,7 +329,7 @@ fn time_steps<A: AutodiffBackend>(
     };
     let mut history = History::default();
     let mut trainer = Trainer::new(settings(steps, replicas), &mut objective, &mut history);
-    trainer.replica = replica;
+    trainer.exchange = exchange_for(&replica);
     let mut model = policy;
     if options.checkpointing {
         let (checkpointed, recompute) = LayerRecompute::install(model);

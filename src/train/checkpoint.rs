@@ -17,8 +17,8 @@ use burn::tensor::{DType, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::adamw::{AdamW, AdamWConfig, Moments};
-use super::parallel::OptimizerShards;
-use super::trainer::{LoopState, OptimizerView};
+use super::parallel::{OptimizerShards, OptimizerView};
+use super::trainer::LoopState;
 use crate::log::LogEntry;
 use crate::model::gemma::Gemma;
 use crate::model::hf::{
@@ -28,6 +28,7 @@ use crate::model::hf::{
 pub const TRAINER_STATE: &str = "trainer_state.json";
 pub const OPTIMIZER: &str = "optimizer.safetensors";
 pub const RECIPE: &str = "recipe.yaml";
+
 /// Every file resume needs (the tokenizer files are copied but optional).
 pub const REQUIRED_FILES: [&str; 5] = [
     "config.json",

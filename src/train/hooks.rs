@@ -9,8 +9,9 @@ use std::rc::Rc;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::checkpoint::{CheckpointContents, TrainerState, save_checkpoint};
+use super::error::TrainError;
 use super::interrupt;
-use super::trainer::{StepHooks, StepView, TrainError};
+use super::trainer::{StepHooks, StepView};
 use crate::log::History;
 use crate::log::progress::{Progress, StepLine};
 use crate::recipe::SaveStrategy;

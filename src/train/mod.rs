@@ -5,6 +5,7 @@ pub mod accounting;
 pub mod adamw;
 pub mod checkpoint;
 pub mod dpo;
+pub mod error;
 pub mod grad_norm;
 pub mod hooks;
 pub mod interrupt;

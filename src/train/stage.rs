@@ -10,15 +10,18 @@ use std::rc::Rc;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 
+use super::accounting::EpochBatches;
 use super::accounting::StepRules;
 use super::adamw::AdamWConfig;
 use super::checkpoint::{CheckpointError, Restored, load_checkpoint};
 use super::dpo::{DpoConfigError, DpoLossKind, DpoLossSpec, DpoLossState};
+use super::error::TrainError;
 use super::hooks::{CheckpointSetup, SavePolicy, StageHooks};
 use super::interrupt;
 use super::logps::ScoredBatch;
 use super::objective::Objective;
 use super::parallel::Replica;
+use super::parallel::exchange_for;
 use super::precision::compute_dtype;
 use super::preference::{DpoObjective, PreferenceBatch, Reference};
 use super::recompute::LayerRecompute;
@@ -26,7 +29,7 @@ use super::reference::{PrecomputeSettings, ReferenceLogps, precompute, weights_f
 use super::resume::{self, ResumeFrom};
 use super::schedule::{Schedule, ScheduleKind};
 use super::sft::SftObjective;
-use super::trainer::{EpochBatches, LoopSettings, RunSummary, TrainError, Trainer};
+use super::trainer::{LoopSettings, RunSummary, Trainer};
 use super::trl07::loss::Trl07Loss;
 use super::trl07::preference::Trl07DpoObjective;
 use super::trl07::sft::Trl07SftObjective;
@@ -374,7 +377,7 @@ fn fit<A: AutodiffBackend, O: Objective<A>, E>(
     let mut sink = Fanout(sinks);
     let policy_settings = save_policy(stage, settings.total_steps);
     let mut trainer = Trainer::new(settings, objective, &mut sink);
-    trainer.replica = replica.clone();
+    trainer.exchange = exchange_for(replica);
     if options.eval_only {
         trainer.evaluate(&policy, eval, 0.0, 0)?;
         return Ok((RunSummary::default(), history.take().0, policy));

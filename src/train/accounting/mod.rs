@@ -19,7 +19,7 @@
 pub mod round;
 pub mod steps;
 
-pub use steps::{CursorPosition, StepCursor, StepSpan};
+pub use steps::{CursorPosition, EpochBatches, StepCursor, StepSpan};
 
 use crate::recipe::{Compat, TrainingArgs};
 

@@ -16,7 +16,18 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use super::StepRules;
-use crate::train::trainer::{EpochBatches, TrainError};
+use crate::train::error::TrainError;
+
+/// Micro-batches of each epoch, in the order the sampler visits them.
+pub trait EpochBatches<Batch> {
+    fn epoch(&self, index: usize) -> Vec<Batch>;
+}
+
+impl<Batch, F: Fn(usize) -> Vec<Batch>> EpochBatches<Batch> for F {
+    fn epoch(&self, index: usize) -> Vec<Batch> {
+        self(index)
+    }
+}
 
 /// One optimizer step's micro-batches and where the step sits in the epochs.
 #[derive(Debug)]

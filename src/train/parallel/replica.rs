@@ -31,7 +31,7 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use burn_collective::{CollectiveError, PeerId, ReduceOperation, all_reduce};
 
 use super::shards::f32_zeros;
-use crate::train::trainer::TrainError;
+use crate::train::error::TrainError;
 
 /// This replica's place among all of them (over every node).
 #[derive(Clone, Debug)]
@@ -102,6 +102,13 @@ impl Replica {
     /// 2 devices x GA 2 see the micro-batches 1 device x GA 4 sees.
     pub fn owns(&self, index: usize) -> bool {
         index % self.world == self.rank
+    }
+
+    /// The test hook [`Replica::fail_at_step`]: a device failing mid-step.
+    pub fn fail_if_injected(&self, step: usize) {
+        if self.fail_at_step == Some(step) {
+            panic!("injected failure (test hook)");
+        }
     }
 
     /// Runs this replica's share of a step. With peers, a panic becomes an

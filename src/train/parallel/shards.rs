@@ -32,9 +32,9 @@ use burn_collective::{CollectiveError, PeerId, ReduceOperation, broadcast, reduc
 
 use super::replica::Replica;
 use crate::train::adamw::AdamW;
+use crate::train::error::TrainError;
 use crate::train::grad_norm::{norm_from_squares, squared_norms};
 use crate::train::precision::to_f32;
-use crate::train::trainer::TrainError;
 
 /// Which replica owns each parameter's optimizer state.
 #[derive(Clone, Debug)]
