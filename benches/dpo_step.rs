@@ -1,5 +1,5 @@
 //! DPO optimizer-step benchmark. The default is the bench shape shared with
-//! `../shared/oracle/bench_trl.py`: a random Gemma (hidden 256,
+//! `scripts/oracle/bench_trl.py` (TRL's side): a random Gemma (hidden 256,
 //! intermediate 1024, 4 layers, 4 heads, 4 KV heads, head_dim 64, vocabulary
 //! of the fixture tokenizer), fp32 on the CPU, 4 pairs per step, every
 //! sequence 256 tokens (100 prompt + 156 completion), sigmoid loss, a
@@ -41,7 +41,7 @@ use align::model::gemma::{Gemma, GemmaConfig, RandomInit};
 use align::plan::memory::{ComputeDtype, ModelShape, Setup, Workload, estimate};
 use align::train::accounting::StepRules;
 use align::train::adamw::AdamWConfig;
-use align::train::dpo::{DpoLossKind, DpoLossSpec, DpoLossState};
+use align::train::dpo::{DpoLossKind, DpoLossSpec};
 use align::train::logps::ScoredBatch;
 use align::train::parallel::launch::run_replicas;
 use align::train::parallel::{Cluster, DeviceKind, DeviceList, Replica, exchange_for};
@@ -324,7 +324,6 @@ fn time_steps<A: AutodiffBackend>(
     let mut objective = DpoObjective::<A> {
         spec: DpoLossSpec::new(vec![DpoLossKind::Sigmoid], None, 0.1, 0.0).expect("spec"),
         reference: Reference::Model(Box::new(reference)),
-        state: DpoLossState::default(),
         device: device.clone(),
     };
     let mut history = History::default();

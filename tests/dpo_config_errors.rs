@@ -104,3 +104,15 @@ fn a_diverging_run_stops_with_the_step_and_saves_no_model() {
         "the steps before the failure stay logged"
     );
 }
+
+#[test]
+fn discopop_tau_is_a_recipe_key_checked_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let err = run(&["loss_type=discopop", "discopop_tau=0"], &out).unwrap_err();
+    assert!(
+        err.contains("recipe_dpo.yaml") && err.contains("`discopop_tau`"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing was written");
+}

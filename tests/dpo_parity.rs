@@ -14,7 +14,7 @@ use align::log::History;
 use align::model::hf::load_gemma;
 use align::train::accounting::StepRules;
 use align::train::adamw::AdamWConfig;
-use align::train::dpo::{DpoLossKind, DpoLossSpec, DpoLossState};
+use align::train::dpo::{DpoLossKind, DpoLossSpec};
 use align::train::objective::Objective;
 use align::train::preference::{DpoObjective, PreferenceBatch, Reference};
 use align::train::schedule::{Schedule, ScheduleKind};
@@ -57,7 +57,6 @@ fn objective(reference: &str) -> DpoObjective<CpuTrain> {
         reference: Reference::Model(Box::new(
             load_gemma::<Cpu>(&fixture(reference), DType::F32, &device).unwrap(),
         )),
-        state: DpoLossState::default(),
         device,
     }
 }

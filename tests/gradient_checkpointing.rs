@@ -10,7 +10,7 @@ mod common;
 
 use align::backend::{Cpu, CpuTrain, cpu_device};
 use align::model::hf::load_gemma;
-use align::train::dpo::{DpoLossKind, DpoLossSpec, DpoLossState};
+use align::train::dpo::{DpoLossKind, DpoLossSpec};
 use align::train::objective::Objective;
 use align::train::preference::{DpoObjective, PreferenceBatch, Reference};
 use align::train::recompute::LayerRecompute;
@@ -36,7 +36,6 @@ fn gradients<A: AutodiffBackend<InnerBackend = Cpu, Device = Device<Cpu>>>(
     let mut objective = DpoObjective::<A> {
         spec: DpoLossSpec::new(vec![DpoLossKind::Sigmoid], None, 0.05, 0.0).unwrap(),
         reference: Reference::Model(Box::new(reference)),
-        state: DpoLossState::default(),
         device,
     };
     let policy = load_gemma::<A>(&fixture("tiny-gemma/model_b"), dtype, &device).unwrap();

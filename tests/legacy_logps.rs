@@ -13,7 +13,7 @@ mod common;
 use align::backend::{Cpu, CpuTrain, cpu_device};
 use align::model::gemma::{ActivationRule, Gemma};
 use align::model::hf::load_gemma_with_rule;
-use align::train::dpo::{DpoLossKind, DpoLossSpec, DpoLossState};
+use align::train::dpo::{DpoLossKind, DpoLossSpec};
 use align::train::logps::sequence_logps;
 use align::train::objective::Objective;
 use align::train::preference::{DpoObjective, PreferenceBatch, Reference};
@@ -69,7 +69,6 @@ fn objective() -> Trl07DpoObjective<CpuTrain> {
         base: DpoObjective {
             spec: DpoLossSpec::new(vec![DpoLossKind::Sigmoid], None, BETA, 0.0).unwrap(),
             reference: Reference::Model(Box::new(model::<Cpu>("model"))),
-            state: DpoLossState::default(),
             device: cpu_device(),
         },
         loss: Trl07Loss {

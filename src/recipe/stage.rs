@@ -118,6 +118,8 @@ pub struct DpoArgs {
     /// TRL 1.x: one weight per loss type of a list (default 1 each).
     pub loss_weights: Option<Vec<f64>>,
     pub label_smoothing: f64,
+    /// τ of the `discopop` loss (TRL's default 0.05, the DiscoPOP paper's).
+    pub discopop_tau: f64,
     /// Not a TRL 1.x parameter (removed in v0.29): recorded, used by trl-0.7.
     pub max_prompt_length: Option<usize>,
     pub max_completion_length: Option<usize>,
@@ -135,6 +137,7 @@ impl Default for DpoArgs {
             loss_type: vec!["sigmoid".to_string()],
             loss_weights: None,
             label_smoothing: 0.0,
+            discopop_tau: 0.05,
             max_prompt_length: None,
             max_completion_length: None,
             truncation_mode: TruncationMode::KeepStart,
@@ -145,7 +148,7 @@ impl Default for DpoArgs {
     }
 }
 
-/// Extension keys of DESIGN.md ("Recipe") that no handbook file has.
+/// Extension keys, beyond the handbook's and TRL's, that no handbook file has.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Extensions {

@@ -7,7 +7,7 @@
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 
-use super::dpo::{DpoLossSpec, DpoLossState, PairLogps, dpo_loss};
+use super::dpo::{DpoLossSpec, PairLogps, dpo_loss};
 use super::logps::{ScoredBatch, SequenceLogps, SequenceStats, sequence_logps};
 use super::objective::{Metrics, Objective};
 use crate::model::gemma::Gemma;
@@ -40,7 +40,6 @@ const REFERENCE_STACK_BYTES: usize = 16 << 20;
 pub struct DpoObjective<A: AutodiffBackend> {
     pub spec: DpoLossSpec,
     pub reference: Reference<A::InnerBackend>,
-    pub state: DpoLossState,
     pub device: A::Device,
 }
 
@@ -101,7 +100,7 @@ impl<A: AutodiffBackend> Objective<A> for DpoObjective<A> {
         let (reference, policy_out) =
             self.with_reference(batch, || sequence_logps(policy, &batch.sequences, &device));
         let reference = Tensor::<A, 1>::from_inner(reference);
-        preference_loss(&self.spec, &mut self.state, batch, policy_out, reference)
+        preference_loss(&self.spec, batch, policy_out, reference)
     }
 
     fn eval_loss(
@@ -111,8 +110,7 @@ impl<A: AutodiffBackend> Objective<A> for DpoObjective<A> {
     ) -> (f64, Metrics) {
         let reference = self.reference_logps(batch);
         let policy_out = sequence_logps(policy, &batch.sequences, &self.device);
-        let (loss, metrics) =
-            preference_loss(&self.spec, &mut self.state, batch, policy_out, reference);
+        let (loss, metrics) = preference_loss(&self.spec, batch, policy_out, reference);
         (scalar(loss), metrics)
     }
 
@@ -133,7 +131,6 @@ impl<A: AutodiffBackend> Objective<A> for DpoObjective<A> {
 /// same code for training (autodiff backend) and evaluation (inner backend).
 fn preference_loss<B: Backend>(
     spec: &DpoLossSpec,
-    state: &mut DpoLossState,
     batch: &PreferenceBatch,
     policy: SequenceLogps<B>,
     reference: Tensor<B, 1>,
@@ -152,7 +149,7 @@ fn preference_loss<B: Backend>(
         chosen_tokens: count_tensor(0..p),
         rejected_tokens: count_tensor(p..2 * p),
     };
-    let out = dpo_loss(spec, &logps, state);
+    let out = dpo_loss(spec, &logps);
     let chosen_rewards = host(out.chosen_rewards);
     let rejected_rewards = host(out.rejected_rewards);
     let policy_sums = host(policy.sums.detach());

@@ -14,7 +14,7 @@ use super::accounting::EpochBatches;
 use super::accounting::StepRules;
 use super::adamw::AdamWConfig;
 use super::checkpoint::{CheckpointError, Restored, load_checkpoint};
-use super::dpo::{DpoConfigError, DpoLossKind, DpoLossSpec, DpoLossState};
+use super::dpo::{DpoConfigError, DpoLossKind, DpoLossSpec};
 use super::error::TrainError;
 use super::hooks::{CheckpointSetup, SavePolicy, StageHooks};
 use super::interrupt;
@@ -219,7 +219,6 @@ pub fn run_stage_replica<A: AutodiffBackend>(
             let mut objective = DpoObjective {
                 spec: loss_spec(stage)?,
                 reference,
-                state: DpoLossState::default(),
                 device: device.clone(),
             };
             let data = StageData::new(stage, &train, &eval, &train_collate, &eval_collate);
@@ -714,7 +713,9 @@ fn loss_spec(stage: &StageConfig) -> Result<DpoLossSpec, StageError> {
         stage.dpo.beta,
         stage.dpo.label_smoothing,
     )
-    .map_err(loss_error("loss_type"))
+    .map_err(loss_error("loss_type"))?
+    .with_discopop_tau(stage.dpo.discopop_tau)
+    .map_err(loss_error("discopop_tau"))
 }
 
 /// The frozen reference: `ref_model` when given, else a copy of the

@@ -9,7 +9,7 @@ use std::path::Path;
 use align::model::gemma::Gemma;
 use align::model::hf::{load_gemma, named_tensors};
 use align::recipe::StageKind;
-use align::train::dpo::{DpoLossKind, DpoLossSpec, DpoLossState};
+use align::train::dpo::{DpoLossKind, DpoLossSpec};
 use align::train::objective::Objective;
 use align::train::preference::{DpoObjective, PreferenceBatch, Reference};
 use align::train::run::run_recipe;
@@ -122,7 +122,6 @@ pub fn objective<A: AutodiffBackend>(dtype: DType, device: &A::Device) -> DpoObj
     DpoObjective {
         spec: DpoLossSpec::new(vec![DpoLossKind::Sigmoid], None, BETA, 0.0).unwrap(),
         reference: Reference::Model(Box::new(reference)),
-        state: DpoLossState::default(),
         device: device.clone(),
     }
 }
