@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check of issue 8, one command on a CUDA machine (1 H100 or more, no
+# GPU check, one command on a CUDA machine (1 H100 or more, no
 # internet; the crates must already be in ~/.cargo or vendored):
 #
 #   scripts/gpu-check.sh               # build (release, --features cuda), parity, DDP, gemma-2b bench

@@ -2,8 +2,9 @@
 //! on burn, reproducing the alignment-handbook's zephyr-7b-gemma recipe with
 //! the numbers of transformers + TRL.
 //!
-//! Data flows one way (see DESIGN.md): `recipe` → `data` → `model` → `train`
-//! → `log`. Each module's doc comment says what it may import.
+//! Data flows one way: `recipe` → `data` → `model` → `train` → `log`. Each
+//! module's doc comment says what it may import; `docs/architecture.md` maps
+//! the modules, their dependency rules and where each concept lives.
 
 pub mod backend;
 pub mod data;

@@ -1,4 +1,4 @@
-//! Data parallelism on CPU (issue 7): replicas are threads on burn's Flex
+//! Data parallelism on CPU: replicas are threads on burn's Flex
 //! device, every exchange goes through burn-collective.
 //!
 //! - 2 devices x batch 1 x accumulation 2 equals 1 device x batch 1 x

@@ -3,7 +3,7 @@
 //! `align dpo` run against the fp32 TRL 1.16 values, in fp32 within
 //! [`Tolerance::TF32`] (burn's autotune may pick TF32 tensor-core matmuls
 //! for f32) and in bf16 within [`Tolerance::BF16`], as on the CPU
-//! (`bf16_mixed.rs`). The worst errors are printed for the issue note.
+//! (`bf16_mixed.rs`). The worst errors are printed.
 #![cfg(feature = "cuda")]
 
 mod common;

@@ -15,9 +15,9 @@ reference forward over the same tokens is included in the time but not counted a
     /opt/oracle-venv/bin/python bench_trl.py [--tokenizer DIR] [--threads 2]
 """
 
-# Copied unchanged (but for the default tokenizer path) from the fixtures'
-# oracle (../shared/oracle/bench_trl.py), so that a clone of align alone can
-# rerun the TRL side of the CPU comparison: scripts/bench-trl.sh.
+# Copied unchanged (but for the default tokenizer path) from the oracle
+# that made the fixtures, so that a clone of align alone can rerun the TRL
+# side of the CPU comparison: scripts/bench-trl.sh.
 
 import argparse
 import contextlib

@@ -1,6 +1,6 @@
 //! The data layer's one error type. Every variant names what is wrong and
-//! where: the file, the column, the dataset row (DESIGN.md, "Behaviour on
-//! bad input").
+//! where: the file, the column, the dataset row, so a user can fix the data
+//! without reading our code.
 
 use std::path::PathBuf;
 

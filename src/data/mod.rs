@@ -1,6 +1,7 @@
 //! Data pipeline: datasets, chat templates, TRL-exact tokenization, batching.
 //!
-//! Imports `recipe` only, never `model` or `train` (DESIGN.md). Rows flow:
+//! Imports `recipe` only, never `model` or `train` (`docs/architecture.md`,
+//! "Dependency rules"). Rows flow:
 //!
 //! - [`hub`]: dataset/model ids to local folders (ALIGN_DATA_DIR, HF cache).
 //! - [`source`]: a split's parquet files, read with parquet + arrow.

@@ -45,8 +45,8 @@
 //!
 //! Gradients are counted in the compute dtype, not fp32: burn's backward
 //! of bf16 weights yields bf16 gradients, which are reduced into the
-//! device's fp32 shard after each micro-batch and released (issue 8's "bf16
-//! with fp32 accumulation"). Full fp32 gradients (`4·P`, 34 GB for
+//! device's fp32 shard after each micro-batch and released ("bf16 with fp32
+//! accumulation", `train::precision`). Full fp32 gradients (`4·P`, 34 GB for
 //! gemma-7b) next to the bf16 policy and reference would not fit 80 GB.
 //!
 //! Everything is summed, though gradients grow while the activations are

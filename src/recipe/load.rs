@@ -258,7 +258,8 @@ fn stage_entry(entry: &Value) -> Result<(StageKind, &Value), String> {
     }
 }
 
-/// Stage files are relative to the chained recipe (DESIGN.md).
+/// Stage files are relative to the chained recipe's folder (or to the current
+/// directory when the file exists only there).
 fn resolve_stage_path(rel: &str, recipe_dir: &Path) -> PathBuf {
     let path = Path::new(rel);
     if path.is_absolute() {
@@ -272,7 +273,8 @@ fn resolve_stage_path(rel: &str, recipe_dir: &Path) -> PathBuf {
     }
 }
 
-/// A DPO stage after an SFT stage starts from the SFT output (DESIGN.md).
+/// A DPO stage after an SFT stage starts from the SFT output, as the
+/// handbook chains them.
 /// Overrides, applied later, can still point it elsewhere.
 fn link_to_previous(map: &mut Mapping, kind: StageKind, previous: &[StageConfig]) {
     if kind != StageKind::Dpo {

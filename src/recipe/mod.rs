@@ -1,6 +1,6 @@
 //! Typed recipe: handbook config keys, extensions, validation, overrides.
 //!
-//! Imports nothing else of ours (DESIGN.md, dependency rules).
+//! Imports nothing else of ours (`docs/architecture.md`, "Dependency rules").
 //!
 //! - [`load`]: [`Recipe::load`], single config files and chained recipes.
 //! - [`parse`]: one stage's mapping to a [`StageConfig`] (checks, defaults).

@@ -35,7 +35,8 @@ impl std::fmt::Display for StageKind {
     }
 }
 
-/// Which software stack's behaviour to reproduce (DESIGN.md, "compat").
+/// Which software stack's behaviour to reproduce (`compat`; the README's
+/// "Two stacks" table says what each governs).
 ///
 /// Resolved once, here; the data, packing, step accounting and metric code
 /// each select their variant from it.

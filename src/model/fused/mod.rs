@@ -11,7 +11,7 @@
 //! and Flex's products zero and then copy their outputs on one thread;
 //! together that took about a third of the CPU bench's samples while one of
 //! the two cores sat idle. With these the CPU step is on par with PyTorch +
-//! TRL (README, "CPU: where align stands").
+//! TRL (`docs/benchmarks.md`, "CPU: where align stands against PyTorch + TRL").
 //!
 //! Policy and reference stay bit-identical, as TRL's do: the autodiff
 //! backend's forward here is the inner backend's (`flex`), so the policy
