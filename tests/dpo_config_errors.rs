@@ -116,3 +116,22 @@ fn discopop_tau_is_a_recipe_key_checked_before_any_work() {
     );
     assert!(!out.exists(), "nothing was written");
 }
+
+/// A `trl-0.7` stage is checked by TRL 0.7.10's rules, not TRL 1.x's: its
+/// own loss types are named, and one that only TRL 1.x has is refused.
+#[test]
+fn a_trl07_stage_checks_its_loss_by_trl_0_7_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let err = run(&["compat=trl-0.7", "loss_type=kto_pair"], &out).unwrap_err();
+    assert!(
+        err.contains("recipe_dpo.yaml") && err.contains("kto_pair (TRL 0.7.10) is not implemented"),
+        "{err}"
+    );
+    let err = run(&["compat=trl-0.7", "loss_type=sigmoid_norm"], &out).unwrap_err();
+    assert!(
+        err.contains("not a TRL 0.7.10 loss type (sigmoid, hinge, ipo)"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing was written");
+}

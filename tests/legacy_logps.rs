@@ -13,10 +13,9 @@ mod common;
 use align::backend::{Cpu, CpuTrain, cpu_device};
 use align::model::gemma::{ActivationRule, Gemma};
 use align::model::hf::load_gemma_with_rule;
-use align::train::dpo::{DpoLossKind, DpoLossSpec};
 use align::train::logps::sequence_logps;
 use align::train::objective::Objective;
-use align::train::preference::{DpoObjective, PreferenceBatch, Reference};
+use align::train::preference::{PreferenceBatch, Reference};
 use align::train::trl07::loss::{Trl07Loss, Trl07LossKind};
 use align::train::trl07::preference::Trl07DpoObjective;
 use burn::module::AutodiffModule;
@@ -66,11 +65,8 @@ fn preference_batch(rows: &[&Value]) -> PreferenceBatch {
 
 fn objective() -> Trl07DpoObjective<CpuTrain> {
     Trl07DpoObjective {
-        base: DpoObjective {
-            spec: DpoLossSpec::new(vec![DpoLossKind::Sigmoid], None, BETA, 0.0).unwrap(),
-            reference: Reference::Model(Box::new(model::<Cpu>("model"))),
-            device: cpu_device(),
-        },
+        reference: Reference::Model(Box::new(model::<Cpu>("model"))),
+        device: cpu_device(),
         loss: Trl07Loss {
             kind: Trl07LossKind::Sigmoid,
             beta: BETA,

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::data::{DataError, RepoKind, resolve};
-use crate::model::gemma::{ActivationRule, GemmaConfig};
-use crate::recipe::{Compat, StageConfig, StageKind};
+use crate::model::gemma::GemmaConfig;
+use crate::recipe::{StageConfig, StageKind};
+use crate::train::compat::CompatRules;
 
 /// Published fine-tunes whose `config.json` is their base model's (same
 /// architecture and sizes), so that a handbook config naming the fine-tune
@@ -113,21 +114,12 @@ pub struct ModelPlan {
     pub config: Option<GemmaConfig>,
 }
 
-/// transformers' activation rule of the stack `compat` reproduces (as the
-/// trainer picks it).
-fn activation_rule(compat: Compat) -> ActivationRule {
-    match compat {
-        Compat::Trl1 => ActivationRule::Modern,
-        Compat::Trl07 => ActivationRule::Transformers438,
-    }
-}
-
 /// The model of `stages[index]`: a DPO stage chained after an SFT stage
 /// starts from the SFT output, which a dry run before training cannot read,
 /// so it is planned with the SFT stage's model.
 pub fn plan_model(stages: &[StageConfig], index: usize) -> ModelPlan {
     let stage = &stages[index];
-    let rule = activation_rule(stage.ext.compat);
+    let rule = CompatRules::for_compat(stage.ext.compat).activation;
     let id = &stage.model.model_name_or_path;
     let previous_sft = stages[..index]
         .iter()

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::recipe::{Compat, TrainingArgs};
-use crate::train::accounting::StepRules;
+use crate::train::compat::CompatRules;
 
 /// What the step counts are made of.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -42,7 +42,7 @@ pub fn plan_steps(
 ) -> StepPlan {
     let batch = training.per_device_train_batch_size as u64;
     let accumulation = training.gradient_accumulation_steps as u64;
-    let rules = StepRules::for_compat(compat);
+    let rules = CompatRules::for_compat(compat).steps;
     let micro = count
         .as_ref()
         .map(|c| micro_batches_per_device(c.count, batch, devices, training.dataloader_drop_last));

@@ -4,6 +4,7 @@
 pub mod accounting;
 pub mod adamw;
 pub mod checkpoint;
+pub mod compat;
 pub mod dpo;
 pub mod error;
 pub mod grad_norm;

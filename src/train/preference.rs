@@ -43,25 +43,26 @@ pub struct DpoObjective<A: AutodiffBackend> {
     pub device: A::Device,
 }
 
-impl<A: AutodiffBackend> DpoObjective<A> {
-    /// Summed completion log-probs of every row under the frozen reference.
+impl<B: Backend> Reference<B> {
     /// The reference's log-prob sums of `batch`, and `policy_work`'s result.
-    /// A reference model runs on a second thread meanwhile: its forward
-    /// needs nothing from the policy's, and on the CPU most of a forward's
-    /// element-wise work is single-threaded, so the two overlap on two cores.
-    pub(crate) fn with_reference<T>(
+    /// On the CPU a reference model runs on a second thread meanwhile: its
+    /// forward needs nothing from the policy's, and most of a forward's
+    /// element-wise work is single-threaded there, so the two overlap on
+    /// two cores.
+    pub fn with_policy<T>(
         &self,
         batch: &PreferenceBatch,
+        device: &B::Device,
         policy_work: impl FnOnce() -> T,
-    ) -> (Tensor<A::InnerBackend, 1>, T) {
-        if matches!(self.reference, Reference::Precomputed) {
-            return (self.reference_logps(batch), policy_work());
+    ) -> (Tensor<B, 1>, T) {
+        if matches!(self, Reference::Precomputed) {
+            return (self.logps(batch, device), policy_work());
         }
         std::thread::scope(|scope| {
             let reference = std::thread::Builder::new()
                 .name("reference".into())
                 .stack_size(REFERENCE_STACK_BYTES)
-                .spawn_scoped(scope, || self.reference_logps(batch))
+                .spawn_scoped(scope, || self.logps(batch, device))
                 .expect("starting the reference thread");
             let policy = policy_work();
             match reference.join() {
@@ -71,18 +72,17 @@ impl<A: AutodiffBackend> DpoObjective<A> {
         })
     }
 
-    pub(crate) fn reference_logps(&self, batch: &PreferenceBatch) -> Tensor<A::InnerBackend, 1> {
-        match &self.reference {
-            Reference::Model(model) => sequence_logps(model, &batch.sequences, &self.device).sums,
+    /// Summed completion log-probs of every row of `batch` under the
+    /// frozen reference (or as precomputed).
+    pub fn logps(&self, batch: &PreferenceBatch, device: &B::Device) -> Tensor<B, 1> {
+        match self {
+            Reference::Model(model) => sequence_logps(model, &batch.sequences, device).sums,
             Reference::Precomputed => {
                 let values = batch
                     .reference_logps
                     .clone()
                     .expect("precomputed reference log-probs are attached at collation");
-                Tensor::from_data(
-                    TensorData::new(values, [batch.sequences.rows]),
-                    &self.device,
-                )
+                Tensor::from_data(TensorData::new(values, [batch.sequences.rows]), device)
             }
         }
     }
@@ -97,8 +97,9 @@ impl<A: AutodiffBackend> Objective<A> for DpoObjective<A> {
         batch: &PreferenceBatch,
     ) -> (Tensor<A, 1>, Metrics) {
         let device = self.device.clone();
-        let (reference, policy_out) =
-            self.with_reference(batch, || sequence_logps(policy, &batch.sequences, &device));
+        let (reference, policy_out) = self.reference.with_policy(batch, &device, || {
+            sequence_logps(policy, &batch.sequences, &device)
+        });
         let reference = Tensor::<A, 1>::from_inner(reference);
         preference_loss(&self.spec, batch, policy_out, reference)
     }
@@ -108,7 +109,7 @@ impl<A: AutodiffBackend> Objective<A> for DpoObjective<A> {
         policy: &Gemma<A::InnerBackend>,
         batch: &PreferenceBatch,
     ) -> (f64, Metrics) {
-        let reference = self.reference_logps(batch);
+        let reference = self.reference.logps(batch, &self.device);
         let policy_out = sequence_logps(policy, &batch.sequences, &self.device);
         let (loss, metrics) = preference_loss(&self.spec, batch, policy_out, reference);
         (scalar(loss), metrics)
@@ -155,26 +156,10 @@ fn preference_loss<B: Backend>(
     let policy_sums = host(policy.sums.detach());
     let (chosen_stats, rejected_stats) = policy.stats.split_at(p);
 
-    let mut metrics = Metrics::new();
+    let mut metrics = reward_metrics(&chosen_rewards, &rejected_rewards, &policy_sums);
     let mut put = |key: &str, value: f64| {
         metrics.insert(key.to_string(), value);
     };
-    put("rewards/chosen", mean(&chosen_rewards));
-    put("rewards/rejected", mean(&rejected_rewards));
-    let accuracies: Vec<f64> = chosen_rewards
-        .iter()
-        .zip(&rejected_rewards)
-        .map(|(c, r)| f64::from(u8::from(c > r)))
-        .collect();
-    put("rewards/accuracies", mean(&accuracies));
-    let margins: Vec<f64> = chosen_rewards
-        .iter()
-        .zip(&rejected_rewards)
-        .map(|(c, r)| c - r)
-        .collect();
-    put("rewards/margins", mean(&margins));
-    put("logps/chosen", mean(&policy_sums[..p]));
-    put("logps/rejected", mean(&policy_sums[p..]));
     put(
         "logits/chosen",
         token_mean(chosen_stats, |s| s.mean_logits_sum),
@@ -189,6 +174,30 @@ fn preference_loss<B: Backend>(
         token_mean(chosen_stats, |s| s.top1 as f64),
     );
     (out.loss, metrics)
+}
+
+/// The metrics every TRL release logs for a DPO batch, from each pair's
+/// rewards and the policy's log-prob sums (`[chosen; rejected]`):
+/// `rewards/{chosen,rejected,accuracies,margins}`, `logps/{chosen,rejected}`.
+pub(crate) fn reward_metrics(chosen: &[f64], rejected: &[f64], policy_sums: &[f64]) -> Metrics {
+    let pairs = chosen.len();
+    let mut metrics = Metrics::new();
+    let mut put = |key: &str, value: f64| {
+        metrics.insert(key.to_string(), value);
+    };
+    put("rewards/chosen", mean(chosen));
+    put("rewards/rejected", mean(rejected));
+    let accuracies: Vec<f64> = chosen
+        .iter()
+        .zip(rejected)
+        .map(|(c, r)| f64::from(u8::from(c > r)))
+        .collect();
+    put("rewards/accuracies", mean(&accuracies));
+    let margins: Vec<f64> = chosen.iter().zip(rejected).map(|(c, r)| c - r).collect();
+    put("rewards/margins", mean(&margins));
+    put("logps/chosen", mean(&policy_sums[..pairs]));
+    put("logps/rejected", mean(&policy_sums[pairs..]));
+    metrics
 }
 
 /// Σ value / Σ tokens over sequences: a token-weighted mean.

@@ -21,7 +21,7 @@ pub mod steps;
 
 pub use steps::{CursorPosition, EpochBatches, StepCursor, StepSpan};
 
-use crate::recipe::{Compat, TrainingArgs};
+use crate::recipe::TrainingArgs;
 
 use super::schedule::Schedule;
 use round::python_round;
@@ -37,13 +37,6 @@ pub enum StepRules {
 }
 
 impl StepRules {
-    pub fn for_compat(compat: Compat) -> StepRules {
-        match compat {
-            Compat::Trl1 => StepRules::Transformers5,
-            Compat::Trl07 => StepRules::Transformers438,
-        }
-    }
-
     /// Optimizer steps one epoch of `micro_batches` is counted as.
     pub fn steps_per_epoch(self, micro_batches: usize, accumulation: usize) -> usize {
         let accumulation = accumulation.max(1);

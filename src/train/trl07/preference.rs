@@ -20,11 +20,11 @@ use crate::model::gemma::Gemma;
 use crate::train::dpo::PairLogps;
 use crate::train::logps::{SequenceLogps, SequenceStats, sequence_logps};
 use crate::train::objective::{Metrics, Objective};
-use crate::train::preference::{DpoObjective, PreferenceBatch, host, mean, scalar};
+use crate::train::preference::{PreferenceBatch, Reference, host, reward_metrics, scalar};
 
 pub struct Trl07DpoObjective<A: AutodiffBackend> {
-    /// The reference model and device (its TRL 1.x loss spec is not used).
-    pub base: DpoObjective<A>,
+    pub reference: Reference<A::InnerBackend>,
+    pub device: A::Device,
     pub loss: Trl07Loss,
     /// `gradient_accumulation_steps`: every micro-batch loss is divided by it.
     pub accumulation: usize,
@@ -38,10 +38,10 @@ impl<A: AutodiffBackend> Objective<A> for Trl07DpoObjective<A> {
         policy: &Gemma<A>,
         batch: &PreferenceBatch,
     ) -> (Tensor<A, 1>, Metrics) {
-        let device = self.base.device.clone();
-        let (reference, policy_out) = self
-            .base
-            .with_reference(batch, || sequence_logps(policy, &batch.sequences, &device));
+        let device = self.device.clone();
+        let (reference, policy_out) = self.reference.with_policy(batch, &device, || {
+            sequence_logps(policy, &batch.sequences, &device)
+        });
         let reference = Tensor::<A, 1>::from_inner(reference);
         preference_loss(&self.loss, batch, policy_out, reference)
     }
@@ -51,8 +51,8 @@ impl<A: AutodiffBackend> Objective<A> for Trl07DpoObjective<A> {
         policy: &Gemma<A::InnerBackend>,
         batch: &PreferenceBatch,
     ) -> (f64, Metrics) {
-        let reference = self.base.reference_logps(batch);
-        let policy_out = sequence_logps(policy, &batch.sequences, &self.base.device);
+        let reference = self.reference.logps(batch, &self.device);
+        let policy_out = sequence_logps(policy, &batch.sequences, &self.device);
         let (loss, metrics) = preference_loss(&self.loss, batch, policy_out, reference);
         (scalar(loss), metrics)
     }
@@ -95,22 +95,10 @@ pub fn preference_loss<B: Backend>(
     let (chosen_stats, rejected_stats) = policy.stats.split_at(p);
     let width = batch.sequences.width;
 
-    let mut metrics = Metrics::new();
+    let mut metrics = reward_metrics(&chosen, &rejected, &sums);
     let mut put = |key: &str, value: f64| {
         metrics.insert(key.to_string(), value);
     };
-    put("rewards/chosen", mean(&chosen));
-    put("rewards/rejected", mean(&rejected));
-    let pairs = chosen.iter().zip(&rejected);
-    let accuracies: Vec<f64> = pairs
-        .clone()
-        .map(|(c, r)| f64::from(u8::from(c > r)))
-        .collect();
-    put("rewards/accuracies", mean(&accuracies));
-    let margins: Vec<f64> = pairs.map(|(c, r)| c - r).collect();
-    put("rewards/margins", mean(&margins));
-    put("logps/chosen", mean(&sums[..p]));
-    put("logps/rejected", mean(&sums[p..]));
     put("logits/chosen", whole_tensor_mean(chosen_stats, width));
     put("logits/rejected", whole_tensor_mean(rejected_stats, width));
     (out.loss, metrics)
