@@ -10,82 +10,15 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::recipe::{Recipe, SplitRole, StageConfig, StageKind, Warning, split_role};
+use crate::recipe::{Recipe, SplitRole, StageConfig, StageKind, split_role};
 
+use super::dump_summary::{DataSummary, LengthStats, write_line};
 use super::dump_trl07;
 use super::error::DataError;
 use super::prepare::{Preprocessor, prepare_dpo, prepare_sft, role_name};
 use super::schema::Message;
 use super::tokenize::dpo::{DpoExample, Side};
 use super::tokenize::sft::SftExample;
-
-/// Token counts per sequence, before truncation (nearest-rank percentiles).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct LengthStats {
-    pub min: usize,
-    pub p50: usize,
-    pub p90: usize,
-    pub p99: usize,
-    pub max: usize,
-}
-
-impl LengthStats {
-    /// `None` for no lengths.
-    pub fn of(mut lengths: Vec<usize>) -> Option<LengthStats> {
-        lengths.sort_unstable();
-        let rank = |p: f64| {
-            lengths[((p * lengths.len() as f64).ceil() as usize).clamp(1, lengths.len()) - 1]
-        };
-        Some(LengthStats {
-            min: *lengths.first()?,
-            p50: rank(0.50),
-            p90: rank(0.90),
-            p99: rank(0.99),
-            max: *lengths.last()?,
-        })
-    }
-}
-
-/// What `dump_rows` saw, for the summary line on stderr.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DataSummary {
-    pub stage: StageKind,
-    pub split: &'static str,
-    /// Rows in the split (dropped ones included).
-    pub rows: usize,
-    pub dropped: usize,
-    /// Kept rows that `max_length` cuts.
-    pub truncated: usize,
-    /// Rows written (after `limit`).
-    pub written: usize,
-    pub max_length: Option<usize>,
-    /// Kept rows; DPO: the longer of prompt+chosen and prompt+rejected.
-    pub lengths: Option<LengthStats>,
-    /// The recipe's ignored keys.
-    pub warnings: Vec<Warning>,
-}
-
-impl std::fmt::Display for DataSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}: {} rows, {} dropped, {} truncated",
-            self.stage, self.split, self.rows, self.dropped, self.truncated
-        )?;
-        match self.max_length {
-            Some(max) => write!(f, " (max_length {max})")?,
-            None => write!(f, " (no max_length)")?,
-        }
-        if let Some(l) = &self.lengths {
-            write!(
-                f,
-                "; tokens per sequence: min {} p50 {} p90 {} p99 {} max {}",
-                l.min, l.p50, l.p90, l.p99, l.max
-            )?;
-        }
-        write!(f, "; {} written", self.written)
-    }
-}
 
 /// Load `config` (with `--set` overrides), prepare one split of its stage
 /// and write it as JSONL to `out`.
@@ -202,11 +135,6 @@ fn parse_split(stage: &StageConfig, split: Option<&str>) -> Result<SplitRole, Da
             stage.data.dataset_splits.join(", ")
         ))),
     }
-}
-
-pub(super) fn write_line<T: Serialize>(out: &mut dyn Write, row: &T) -> Result<(), DataError> {
-    let line = serde_json::to_string(row).expect("rows serialize to JSON");
-    writeln!(out, "{line}").map_err(DataError::Output)
 }
 
 /// One line of `tokenized.jsonl`.

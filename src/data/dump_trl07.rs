@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::recipe::{SplitRole, StageConfig};
 
-use super::dump::{DataSummary, LengthStats, write_line};
+use super::dump_summary::{DataSummary, LengthStats, write_line};
 use super::error::DataError;
 use super::prepare::{Preprocessor, prepare_dpo_trl07, prepare_sft_trl07, role_name};
 use super::schema::Message;

@@ -19,6 +19,7 @@
 pub mod batch;
 pub mod chat;
 pub mod dump;
+mod dump_summary;
 mod dump_trl07;
 pub mod error;
 pub mod hub;
@@ -31,7 +32,8 @@ pub mod tokenizer;
 
 pub use batch::{DpoBatch, SftBatch, epoch_order, micro_batches};
 pub use chat::ChatTemplate;
-pub use dump::{DataSummary, LengthStats, dump_rows, dump_stage};
+pub use dump::{dump_rows, dump_stage};
+pub use dump_summary::{DataSummary, LengthStats};
 pub use error::{DataError, RowLocation};
 pub use hub::{RepoKind, resolve};
 pub use prepare::{
