@@ -19,6 +19,17 @@ pub type Cuda = burn::backend::Cuda<f32, i32>;
 #[cfg(feature = "cuda")]
 pub type CudaTrain = Autodiff<Cuda>;
 
+/// Whether the frozen reference's forward should run on a thread of its
+/// own beside the policy's. On the CPU it overlaps two cores (most of a
+/// forward's element-wise work is single-threaded there). On a GPU backend
+/// it must not: work is queued asynchronously anyway, cubecl gives every
+/// new thread a stream of its own whose memory pools are never freed, and
+/// burn-fusion 0.21 handles shared between threads are the pattern behind
+/// its "Should have handle for tensor" panics.
+pub fn runs_reference_alongside<B: Backend>() -> bool {
+    std::any::TypeId::of::<B>() == std::any::TypeId::of::<Cpu>()
+}
+
 /// The device of the CPU backend (there is only one).
 pub fn cpu_device() -> burn::tensor::Device<Cpu> {
     Default::default()

@@ -5,8 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use align::backend::Backend;
-use align::backend::{Cpu, CpuTrain, cpu_device};
+use align::backend::{AutodiffBackend, Backend, CpuTrain};
 use align::generate::session::{answer_file, answer_one, chat};
 use align::generate::{Generator, SamplingSettings};
 use align::plan::devices::parse_bytes;
@@ -70,6 +69,17 @@ impl RunFlags {
             stop_after_step: None,
         }
     }
+}
+
+/// The one device a command that does not train runs on.
+#[derive(Args, Clone, Debug, Default)]
+struct DeviceFlags {
+    /// Backend: flex (CPU, default) or cuda (needs the `cuda` feature).
+    #[arg(long)]
+    backend: Option<String>,
+    /// The device, e.g. `cuda:1` (default: the backend's first).
+    #[arg(long = "device", value_name = "DEVICE")]
+    devices: Option<String>,
 }
 
 /// Multi-node data parallelism (burn-collective's global mode): every node
@@ -268,6 +278,8 @@ enum Command {
         top_p: f64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        #[command(flatten)]
+        device: DeviceFlags,
     },
     /// Hyperparameter ablations: every combination of the grid's values, one
     /// run each in output_dir/sweep/KEY=VALUE,.../, then a report.
@@ -353,20 +365,19 @@ fn run(cli: Cli) -> Result<()> {
             plan,
         } => train(&config, &flags, Some(StageKind::Dpo), &plan, true),
         Command::Eval { config, flags } => {
-            if let Some(devices) = &flags.devices {
+            if let Some(devices) = &flags.devices
+                && devices.contains(',')
+            {
                 bail!("--devices {devices}: align eval runs on one device");
             }
-            let options = flags.options(true);
-            let results =
-                run_recipe::<CpuTrain>(&config, &flags.set, None, &options, true, &cpu_device())?;
-            for result in &results {
-                if let StageResult::Ran(outcome) = result
-                    && let Some(eval) = outcome.history.last()
-                {
-                    println!("{}", serde_json::Value::Object(eval.clone()));
-                }
-            }
-            Ok(())
+            let flags = with_recipe_devices(&config, &flags, None)?;
+            on_backend(
+                &flags,
+                Eval {
+                    config: &config,
+                    flags: &flags,
+                },
+            )
         }
         Command::Data {
             config,
@@ -392,7 +403,13 @@ fn run(cli: Cli) -> Result<()> {
             top_k,
             top_p,
             seed,
+            device,
         } => {
+            let flags = RunFlags {
+                backend: device.backend,
+                devices: device.devices,
+                ..Default::default()
+            };
             let settings = SamplingSettings {
                 temperature,
                 top_k,
@@ -400,26 +417,14 @@ fn run(cli: Cli) -> Result<()> {
                 seed,
                 max_new_tokens,
             };
-            let generator = Generator::<Cpu>::load(&model, &cpu_device())?;
-            match (prompt, prompts) {
-                (Some(prompt), _) => {
-                    answer_one(&generator, &prompt, &settings, &mut std::io::stdout())?;
-                }
-                (None, Some(file)) => {
-                    let mut out: Box<dyn Write> = match &output {
-                        Some(path) => Box::new(std::io::BufWriter::new(
-                            std::fs::File::create(path)
-                                .with_context(|| format!("creating {}", path.display()))?,
-                        )),
-                        None => Box::new(std::io::stdout()),
-                    };
-                    let answered = answer_file(&generator, &file, &settings, &mut out)?;
-                    out.flush()?;
-                    eprintln!("{answered} prompts answered");
-                }
-                (None, None) => chat(&generator, &settings)?,
-            }
-            Ok(())
+            let task = Generate {
+                model: &model,
+                prompt,
+                prompts,
+                output,
+                settings,
+            };
+            on_backend(&flags, task)
         }
         Command::Sweep {
             recipe,
@@ -446,19 +451,13 @@ fn train(
         return dry_run(path, flags, kind, plan);
     }
     let flags = &with_recipe_devices(path, flags, kind)?;
-    let options = flags.options(false);
-    match backend_name(flags)?.as_deref() {
-        None | Some("flex") | Some("cpu") | Some("ndarray") => {
-            let cluster = cluster::<Cpu>(flags)?;
-            align::backend::share_cores_among_replicas(cluster.devices.len());
-            let results =
-                run_recipe_on::<CpuTrain>(path, &flags.set, kind, &options, force, &cluster)?;
-            report(&results);
-            Ok(())
-        }
-        Some("cuda") => cuda_train(path, flags, kind, &options, force),
-        Some(other) => bail!("--backend {other}: expected flex (CPU) or cuda"),
-    }
+    let task = Train {
+        path,
+        flags,
+        kind,
+        force,
+    };
+    on_backend(flags, task)
 }
 
 /// `--dry-run`: the plan of every stage, as text or one JSON object.
@@ -486,29 +485,6 @@ fn dry_run(path: &Path, flags: &RunFlags, kind: Option<StageKind>, plan: &PlanFl
     Ok(())
 }
 
-#[cfg(feature = "cuda")]
-fn cuda_train(
-    path: &Path,
-    flags: &RunFlags,
-    kind: Option<StageKind>,
-    options: &RunOptions,
-    force: bool,
-) -> Result<()> {
-    let cluster = cluster::<align::backend::Cuda>(flags)?;
-    let results = run_recipe_on::<align::backend::CudaTrain>(
-        path, &flags.set, kind, options, force, &cluster,
-    )?;
-    report(&results);
-    Ok(())
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_train(_: &Path, _: &RunFlags, _: Option<StageKind>, _: &RunOptions, _: bool) -> Result<()> {
-    bail!(
-        "--backend cuda: this binary was built without the `cuda` feature (cargo build --release --features cuda)"
-    )
-}
-
 /// Plans the whole sweep (every grid value checked) before the first run.
 fn sweep(recipe: &Path, grid: &[String], flags: &RunFlags) -> Result<()> {
     if let Some(devices) = &flags.devices {
@@ -516,14 +492,7 @@ fn sweep(recipe: &Path, grid: &[String], flags: &RunFlags) -> Result<()> {
     }
     let grid = align::sweep::grid_for(recipe, grid)?;
     let plan = align::sweep::plan(recipe, &flags.set, grid)?;
-    let options = flags.options(false);
-    let outcome = match flags.backend.as_deref() {
-        None | Some("flex") | Some("cpu") | Some("ndarray") => {
-            align::sweep::run_sweep::<CpuTrain>(&plan, &options, &cpu_device())?
-        }
-        Some("cuda") => cuda_sweep(&plan, &options)?,
-        Some(other) => bail!("--backend {other}: expected flex (CPU) or cuda"),
-    };
+    let outcome = on_backend(flags, Sweep { plan: &plan, flags })?;
     if let Some(report) = &outcome.report {
         println!("{}", report.markdown.display());
     }
@@ -539,24 +508,141 @@ fn sweep(recipe: &Path, grid: &[String], flags: &RunFlags) -> Result<()> {
     Ok(())
 }
 
+/// A command's work, written once over the autodiff backend `A` and run
+/// on the backend and devices the user chose ([`on_backend`]).
+trait OnBackend {
+    type Output;
+    fn run<A: AutodiffBackend>(self, cluster: Cluster<A::Device>) -> Result<Self::Output>;
+}
+
+/// Runs `task` on `--backend` (else the one `--devices` implies): CPU
+/// replicas share the cores; CUDA needs the `cuda` feature.
+fn on_backend<T: OnBackend>(flags: &RunFlags, task: T) -> Result<T::Output> {
+    match backend_name(flags)?.as_deref() {
+        None | Some("flex") | Some("cpu") | Some("ndarray") => {
+            let cluster = cluster::<CpuTrain>(flags)?;
+            align::backend::share_cores_among_replicas(cluster.devices.len());
+            task.run::<CpuTrain>(cluster)
+        }
+        Some("cuda") => on_cuda(flags, task),
+        Some(other) => bail!("--backend {other}: expected flex (CPU) or cuda"),
+    }
+}
+
 #[cfg(feature = "cuda")]
-fn cuda_sweep(
-    plan: &align::sweep::SweepPlan,
-    options: &RunOptions,
-) -> Result<align::sweep::SweepOutcome> {
-    let device = Default::default();
-    Ok(align::sweep::run_sweep::<align::backend::CudaTrain>(
-        plan, options, &device,
-    )?)
+fn on_cuda<T: OnBackend>(flags: &RunFlags, task: T) -> Result<T::Output> {
+    use align::backend::CudaTrain;
+    task.run::<CudaTrain>(cluster::<CudaTrain>(flags)?)
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_sweep(_: &align::sweep::SweepPlan, _: &RunOptions) -> Result<align::sweep::SweepOutcome> {
+fn on_cuda<T: OnBackend>(_: &RunFlags, _: T) -> Result<T::Output> {
     bail!(
         "--backend cuda: this binary was built without the `cuda` feature (cargo build --release --features cuda)"
     )
 }
 
-fn report(results: &[StageResult]) {
-    print!("{}", align::summary::report(results));
+/// `align train|sft|dpo`: the stages, then the end-of-run report (its
+/// sample answer on the first device of the run).
+struct Train<'a> {
+    path: &'a Path,
+    flags: &'a RunFlags,
+    kind: Option<StageKind>,
+    force: bool,
+}
+
+impl OnBackend for Train<'_> {
+    type Output = ();
+    fn run<A: AutodiffBackend>(self, cluster: Cluster<A::Device>) -> Result<()> {
+        let options = self.flags.options(false);
+        let set = &self.flags.set;
+        let results =
+            run_recipe_on::<A>(self.path, set, self.kind, &options, self.force, &cluster)?;
+        let device = &cluster.devices[0];
+        print!(
+            "{}",
+            align::summary::report::<A::InnerBackend>(&results, device)
+        );
+        Ok(())
+    }
+}
+
+/// `align eval`: the eval line of each stage's model as it is.
+struct Eval<'a> {
+    config: &'a Path,
+    flags: &'a RunFlags,
+}
+
+impl OnBackend for Eval<'_> {
+    type Output = ();
+    fn run<A: AutodiffBackend>(self, cluster: Cluster<A::Device>) -> Result<()> {
+        let options = self.flags.options(true);
+        let device = &cluster.devices[0];
+        let results = run_recipe::<A>(self.config, &self.flags.set, None, &options, true, device)?;
+        for result in &results {
+            if let StageResult::Ran(outcome) = result
+                && let Some(eval) = outcome.history.last()
+            {
+                println!("{}", serde_json::Value::Object(eval.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `align generate`: answers from a model folder.
+struct Generate<'a> {
+    model: &'a Path,
+    prompt: Option<String>,
+    prompts: Option<PathBuf>,
+    output: Option<PathBuf>,
+    settings: SamplingSettings,
+}
+
+impl OnBackend for Generate<'_> {
+    type Output = ();
+    fn run<A: AutodiffBackend>(self, cluster: Cluster<A::Device>) -> Result<()> {
+        let [device] = &cluster.devices[..] else {
+            bail!("align generate runs on one device");
+        };
+        let generator = Generator::<A::InnerBackend>::load(self.model, device)?;
+        let settings = &self.settings;
+        match (self.prompt, self.prompts) {
+            (Some(prompt), _) => {
+                answer_one(&generator, &prompt, settings, &mut std::io::stdout())?;
+            }
+            (None, Some(file)) => {
+                let mut out: Box<dyn Write> = match &self.output {
+                    Some(path) => Box::new(std::io::BufWriter::new(
+                        std::fs::File::create(path)
+                            .with_context(|| format!("creating {}", path.display()))?,
+                    )),
+                    None => Box::new(std::io::stdout()),
+                };
+                let answered = answer_file(&generator, &file, settings, &mut out)?;
+                out.flush()?;
+                eprintln!("{answered} prompts answered");
+            }
+            (None, None) => chat(&generator, settings)?,
+        }
+        Ok(())
+    }
+}
+
+/// `align sweep`: every run of the plan on one device.
+struct Sweep<'a> {
+    plan: &'a align::sweep::SweepPlan,
+    flags: &'a RunFlags,
+}
+
+impl OnBackend for Sweep<'_> {
+    type Output = align::sweep::SweepOutcome;
+    fn run<A: AutodiffBackend>(self, cluster: Cluster<A::Device>) -> Result<Self::Output> {
+        let options = self.flags.options(false);
+        Ok(align::sweep::run_sweep::<A>(
+            self.plan,
+            &options,
+            &cluster.devices[0],
+        )?)
+    }
 }

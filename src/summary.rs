@@ -7,14 +7,15 @@
 
 use std::fmt::Write as _;
 
-use crate::backend::{Cpu, cpu_device};
+use crate::backend::Backend;
 use crate::generate::{Generator, SamplingSettings};
 use crate::log::LogEntry;
 use crate::train::run::StageResult;
 use crate::train::stage::StageOutcome;
 
-/// The report text.
-pub fn report(results: &[StageResult]) -> String {
+/// The report text; the sample answer is generated on `device` of the
+/// backend the stages trained on (never a second copy on the CPU).
+pub fn report<B: Backend>(results: &[StageResult], device: &B::Device) -> String {
     let mut text = String::new();
     for result in results {
         match result {
@@ -29,7 +30,7 @@ pub fn report(results: &[StageResult]) -> String {
         StageResult::Skipped { .. } => None,
     });
     if let Some((outcome, sample)) = last_sample {
-        sample_lines(outcome, sample, &mut text);
+        sample_lines::<B>(outcome, sample, device, &mut text);
     }
     text
 }
@@ -85,12 +86,13 @@ fn stage_lines(outcome: &StageOutcome, text: &mut String) {
 }
 
 /// Greedy answer of the stage's final model to the held-out prompt.
-fn sample_lines(
+fn sample_lines<B: Backend>(
     outcome: &StageOutcome,
     sample: &crate::train::stage::SamplePrompt,
+    device: &B::Device,
     text: &mut String,
 ) {
-    let generator = match Generator::<Cpu>::load(&outcome.output_dir, &cpu_device()) {
+    let generator = match Generator::<B>::load(&outcome.output_dir, device) {
         Ok(generator) => generator,
         Err(error) => {
             let _ = writeln!(text, "sample: not generated ({error:#})");

@@ -126,3 +126,51 @@ fn align_generate_answers_a_prompts_file() {
         assert_eq!(ids(&answer["completion_ids"]), ids(&case["generated_ids"]));
     }
 }
+
+/// `generate` and `eval` run on the backend the user names, never silently
+/// on the CPU: on a build without the `cuda` feature, `--backend cuda` is
+/// refused by both (before, both ran on the CPU whatever was asked).
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn generate_and_eval_honour_the_backend_asked_for() {
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_align"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?} ran");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let model = fixture("tiny-gemma/model");
+    let model = model.to_str().unwrap();
+    let recipe = fixture("tiny-gemma/recipe_dpo.yaml");
+    let recipe = recipe.to_str().unwrap();
+    for args in [
+        vec![
+            "generate",
+            "--model",
+            model,
+            "--prompt",
+            "Hi",
+            "--backend",
+            "cuda",
+        ],
+        vec!["eval", recipe, "--backend", "cuda"],
+    ] {
+        let stderr = run(&args);
+        assert!(
+            stderr.contains("built without the `cuda` feature"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let stderr = run(&[
+        "generate",
+        "--model",
+        model,
+        "--prompt",
+        "Hi",
+        "--device",
+        "cpu:0,cpu:1",
+    ]);
+    assert!(stderr.contains("runs on one device"), "{stderr}");
+}

@@ -10,6 +10,7 @@ use burn::tensor::{Tensor, TensorData};
 use super::dpo::{DpoLossSpec, PairLogps, dpo_loss};
 use super::logps::{ScoredBatch, SequenceLogps, SequenceStats, sequence_logps};
 use super::objective::{Metrics, Objective};
+use crate::backend::runs_reference_alongside;
 use crate::model::gemma::Gemma;
 
 /// `pairs` preference pairs as one batch of `2 × pairs` sequences: rows
@@ -48,14 +49,15 @@ impl<B: Backend> Reference<B> {
     /// On the CPU a reference model runs on a second thread meanwhile: its
     /// forward needs nothing from the policy's, and most of a forward's
     /// element-wise work is single-threaded there, so the two overlap on
-    /// two cores.
+    /// two cores. Elsewhere it runs first, on the calling thread
+    /// ([`runs_reference_alongside`]).
     pub fn with_policy<T>(
         &self,
         batch: &PreferenceBatch,
         device: &B::Device,
         policy_work: impl FnOnce() -> T,
     ) -> (Tensor<B, 1>, T) {
-        if matches!(self, Reference::Precomputed) {
+        if !self.runs_alongside() {
             return (self.logps(batch, device), policy_work());
         }
         std::thread::scope(|scope| {
@@ -70,6 +72,11 @@ impl<B: Backend> Reference<B> {
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         })
+    }
+
+    /// Whether the reference's forward gets a thread of its own.
+    pub fn runs_alongside(&self) -> bool {
+        matches!(self, Reference::Model(_)) && runs_reference_alongside::<B>()
     }
 
     /// Summed completion log-probs of every row of `batch` under the
@@ -226,4 +233,22 @@ pub(crate) fn host<B: Backend>(tensor: Tensor<B, 1>) -> Vec<f64> {
 
 pub(crate) fn scalar<B: Backend>(tensor: Tensor<B, 1>) -> f64 {
     host(tensor).first().copied().unwrap_or(f64::NAN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Cpu, CpuTrain};
+
+    /// Only the CPU backend runs the reference on a second thread; every
+    /// other backend (CUDA's fusion backend among them) runs it on the
+    /// calling thread, and a precomputed reference runs no forward at all.
+    #[test]
+    fn only_the_cpu_runs_the_reference_alongside_the_policy() {
+        assert!(runs_reference_alongside::<Cpu>());
+        assert!(!runs_reference_alongside::<CpuTrain>());
+        #[cfg(feature = "cuda")]
+        assert!(!runs_reference_alongside::<crate::backend::Cuda>());
+        assert!(!Reference::<Cpu>::Precomputed.runs_alongside());
+    }
 }
