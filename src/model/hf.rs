@@ -17,7 +17,7 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
 use memmap2::Mmap;
-use safetensors::tensor::{Dtype as StDtype, TensorView};
+use safetensors::tensor::Dtype as StDtype;
 
 use super::gemma::{ActivationRule, ConfigError, Gemma, GemmaConfig, WeightSource};
 
@@ -271,9 +271,18 @@ impl<B: Backend> WeightSource<B> for SafetensorsSource<B> {
 
 /// The model's parameters as `(checkpoint name, data)`, in module order.
 pub fn named_tensors<B: Backend>(model: &Gemma<B>) -> Vec<(String, TensorData)> {
+    pending_tensors(model)
+        .into_iter()
+        .map(|(name, tensor)| (name, tensor.read()))
+        .collect()
+}
+
+/// The model's parameters as `(checkpoint name, tensor)`, in module order,
+/// each read from its device only when asked ([`PendingTensor`]).
+pub fn pending_tensors<B: Backend>(model: &Gemma<B>) -> Vec<(String, PendingTensor<'static>)> {
     collect_parameters(model, true)
         .into_iter()
-        .map(|p| (p.name, p.data.expect("collected with data")))
+        .map(|p| (p.name, p.tensor.expect("collected with tensors")))
         .collect()
 }
 
@@ -289,13 +298,13 @@ pub fn parameter_ids<B: Backend>(model: &Gemma<B>) -> Vec<(String, ParamId)> {
 struct Parameter {
     name: String,
     id: ParamId,
-    data: Option<TensorData>,
+    tensor: Option<PendingTensor<'static>>,
 }
 
-fn collect_parameters<B: Backend>(model: &Gemma<B>, with_data: bool) -> Vec<Parameter> {
+fn collect_parameters<B: Backend>(model: &Gemma<B>, with_tensors: bool) -> Vec<Parameter> {
     let mut collector = NameCollector {
         path: Vec::new(),
-        with_data,
+        with_tensors,
         parameters: Vec::new(),
     };
     model.visit(&mut collector);
@@ -305,7 +314,7 @@ fn collect_parameters<B: Backend>(model: &Gemma<B>, with_data: bool) -> Vec<Para
 /// Tracks the module path while visiting, so each parameter gets its full name.
 struct NameCollector {
     path: Vec<String>,
-    with_data: bool,
+    with_tensors: bool,
     parameters: Vec<Parameter>,
 }
 
@@ -325,11 +334,13 @@ impl<B: Backend> ModuleVisitor<B> for NameCollector {
         } else {
             format!("model.{path}")
         };
-        let data = self.with_data.then(|| param.val().into_data());
+        let tensor = self
+            .with_tensors
+            .then(|| PendingTensor::on_device(param.val()));
         self.parameters.push(Parameter {
             name,
             id: param.id,
-            data,
+            tensor,
         });
     }
 }
@@ -340,20 +351,76 @@ pub fn write_safetensors(
     tensors: &[(String, TensorData)],
     metadata: HashMap<String, String>,
 ) -> Result<(), HfError> {
-    let views = tensors
+    let pending = tensors
         .iter()
-        .map(|(name, data)| {
-            let view = TensorView::new(
-                safetensors_dtype(data.dtype),
-                data.shape.to_vec(),
-                data.as_bytes(),
-            )
-            .map_err(|e| file_error(path, format!("tensor {name}: {e:?}")))?;
-            Ok((name.clone(), view))
-        })
-        .collect::<Result<Vec<_>, HfError>>()?;
-    safetensors::serialize_to_file(views, &Some(metadata), path)
+        .map(|(name, data)| (name.clone(), PendingTensor::on_host(data)))
+        .collect();
+    write_pending(path, pending, metadata)
+}
+
+/// Writes `tensors` to one safetensors file with `metadata`, reading each
+/// from its device only when the writer reaches it: the host holds one
+/// tensor at a time, never the whole model (a 7B model's weights, moments
+/// and masters are ~100 GB).
+pub fn write_pending(
+    path: &Path,
+    tensors: Vec<(String, PendingTensor<'_>)>,
+    metadata: HashMap<String, String>,
+) -> Result<(), HfError> {
+    safetensors::serialize_to_file(tensors, &Some(metadata), path)
         .map_err(|e| file_error(path, format!("{e:?}")))
+}
+
+/// A tensor of a safetensors file being written: its dtype and shape now,
+/// its bytes when the writer asks for them (`safetensors::View::data`,
+/// called one tensor at a time while writing).
+pub struct PendingTensor<'a> {
+    dtype: DType,
+    shape: Vec<usize>,
+    read: Box<dyn Fn() -> TensorData + 'a>,
+}
+
+impl<'a> PendingTensor<'a> {
+    /// A tensor on its backend's device, read back when written.
+    pub fn on_device<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> PendingTensor<'static> {
+        PendingTensor {
+            dtype: tensor.dtype(),
+            shape: tensor.dims().to_vec(),
+            read: Box::new(move || tensor.to_data()),
+        }
+    }
+
+    /// Data already on the host.
+    pub fn on_host(data: &'a TensorData) -> Self {
+        PendingTensor {
+            dtype: data.dtype,
+            shape: data.shape.to_vec(),
+            read: Box::new(move || data.clone()),
+        }
+    }
+
+    /// The tensor's data, on the host.
+    pub fn read(&self) -> TensorData {
+        (self.read)()
+    }
+}
+
+impl safetensors::View for PendingTensor<'_> {
+    fn dtype(&self) -> StDtype {
+        safetensors_dtype(self.dtype)
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Owned(self.read().into_bytes().to_vec())
+    }
+
+    fn data_len(&self) -> usize {
+        self.shape.iter().product::<usize>() * self.dtype.size()
+    }
 }
 
 /// A safetensors file's metadata and tensors by name.
@@ -390,10 +457,12 @@ pub fn save_gemma<B: Backend>(
     tokenizer_dir: Option<&Path>,
 ) -> Result<(), HfError> {
     std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
-    let tensors = named_tensors(model);
-    let dtype = tensors.first().map_or(DType::F32, |(_, data)| data.dtype);
+    let tensors = pending_tensors(model);
+    let dtype = tensors
+        .first()
+        .map_or(DType::F32, |(_, tensor)| tensor.dtype);
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    write_safetensors(&dir.join("model.safetensors"), &tensors, metadata)?;
+    write_pending(&dir.join("model.safetensors"), tensors, metadata)?;
 
     let mut config = model.config().clone();
     config.torch_dtype = Some(torch_dtype_name(dtype).to_string());

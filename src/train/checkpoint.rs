@@ -22,7 +22,7 @@ use super::trainer::LoopState;
 use crate::log::LogEntry;
 use crate::model::gemma::Gemma;
 use crate::model::hf::{
-    HfError, load_gemma, parameter_ids, read_safetensors, save_gemma, write_safetensors,
+    HfError, load_gemma, parameter_ids, read_safetensors, save_gemma, write_pending,
 };
 
 pub const TRAINER_STATE: &str = "trainer_state.json";
@@ -231,7 +231,7 @@ fn save_optimizer<A: AutodiffBackend>(
         ("format".to_string(), "align-adamw".to_string()),
         ("step".to_string(), step.to_string()),
     ]);
-    write_safetensors(path, &tensors, metadata)?;
+    write_pending(path, tensors, metadata)?;
     Ok(())
 }
 

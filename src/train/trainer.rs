@@ -199,7 +199,9 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
             self.record_step(done.loss, &done.metrics, steps.position(), &span);
             let step = self.state.step;
             let s = &self.settings;
-            let eval_due = s.eval_every.is_some_and(|n| n > 0 && step % n == 0);
+            let eval_due = s
+                .eval_every
+                .is_some_and(|n| n > 0 && step.is_multiple_of(n));
             if rules.should_log(step, s.total_steps, s.logging_steps, s.logging_first_step) {
                 let logged_lr = rules.logged_learning_rate(&s.schedule, lr, step);
                 self.log_window(done.grad_norm, logged_lr)?;

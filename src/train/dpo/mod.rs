@@ -2,8 +2,8 @@
 //! `DPOTrainer._compute_loss`; options from `trl/trainer/dpo_config.py`), as
 //! pure tensor functions of the summed completion log-probs of each pair.
 //!
-//! - [`loss`]: [`dpo_loss`], the sigmoid loss first, then each variant;
-//! - [`spec`]: the loss types by TRL's names and the checked settings.
+//! - `loss`: [`dpo_loss`], the sigmoid loss first, then each variant;
+//! - `spec`: the loss types by TRL's names and the checked settings.
 //!
 //! Why pure functions of log-probs: every TRL loss type is a function of the
 //! four per-pair sums (policy/reference × chosen/rejected), plus the completion

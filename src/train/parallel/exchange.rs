@@ -23,8 +23,8 @@
 
 use burn::module::{Module, ParamId};
 use burn::optim::GradientsParams;
+use burn::tensor::Device;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Device, TensorData};
 
 use super::replica::Replica;
 use super::replicated::Replicated;
@@ -32,6 +32,7 @@ use super::rows::Row;
 use super::sharded::Sharded;
 use super::shards::GatheredState;
 use crate::model::gemma::Gemma;
+use crate::model::hf::PendingTensor;
 use crate::train::adamw::AdamW;
 use crate::train::error::TrainError;
 
@@ -125,23 +126,36 @@ impl<B: burn::tensor::backend::Backend> OptimizerView<'_, B> {
         }
     }
 
-    /// `[exp_avg, exp_avg_sq]` of parameter `id`, flattened fp32.
-    pub fn moments(&self, id: ParamId) -> Option<[TensorData; 2]> {
+    /// `[exp_avg, exp_avg_sq]` of parameter `id`, flattened fp32, read
+    /// from the device only when a checkpoint writes them.
+    pub fn moments(&self, id: ParamId) -> Option<[PendingTensor<'_>; 2]> {
         match self {
-            OptimizerView::Whole(optimizer) => optimizer
-                .moments
-                .get(&id)
-                .map(|m| [m.exp_avg.to_data(), m.exp_avg_sq.to_data()]),
-            OptimizerView::Gathered(state) => state.moments.get(&id).cloned(),
+            OptimizerView::Whole(optimizer) => optimizer.moments.get(&id).map(|m| {
+                [
+                    PendingTensor::on_device(m.exp_avg.clone()),
+                    PendingTensor::on_device(m.exp_avg_sq.clone()),
+                ]
+            }),
+            OptimizerView::Gathered(state) => {
+                state.moments.get(&id).map(|[exp_avg, exp_avg_sq]| {
+                    [
+                        PendingTensor::on_host(exp_avg),
+                        PendingTensor::on_host(exp_avg_sq),
+                    ]
+                })
+            }
             OptimizerView::Shard => None,
         }
     }
 
     /// The fp32 master weight of parameter `id` (bf16 parameters only).
-    pub fn master(&self, id: ParamId) -> Option<TensorData> {
+    pub fn master(&self, id: ParamId) -> Option<PendingTensor<'_>> {
         match self {
-            OptimizerView::Whole(optimizer) => optimizer.masters.get(&id).map(|m| m.to_data()),
-            OptimizerView::Gathered(state) => state.masters.get(&id).cloned(),
+            OptimizerView::Whole(optimizer) => optimizer
+                .masters
+                .get(&id)
+                .map(|m| PendingTensor::on_device(m.clone())),
+            OptimizerView::Gathered(state) => state.masters.get(&id).map(PendingTensor::on_host),
             OptimizerView::Shard => None,
         }
     }

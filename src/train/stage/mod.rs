@@ -2,14 +2,14 @@
 //! stage's rules, load the tokenizer and the policy, fit the objective,
 //! save the model in Hugging Face format with the resolved recipe.
 //!
-//! - [`rules`]: what `compat` and the objective keys decide, once;
-//! - [`settings`]: the recipe's transformers keys as the loop's settings;
-//! - [`data`]: prepared examples as the loop's micro-batches;
-//! - [`models`]: the policy, the frozen reference, precomputed log-probs;
-//! - [`objectives`]: each objective's data, models and loop;
-//! - [`fit`]: the loop with its sinks, hooks and resume;
-//! - [`outputs`]: metrics sinks and the saved model;
-//! - [`error`]: [`StageError`].
+//! - `rules`: what `compat` and the objective keys decide, once;
+//! - `settings`: the recipe's transformers keys as the loop's settings;
+//! - `data`: prepared examples as the loop's micro-batches;
+//! - `models`: the policy, the frozen reference, precomputed log-probs;
+//! - `objectives`: each objective's data, models and loop;
+//! - `fit`: the loop with its sinks, hooks and resume;
+//! - `outputs`: metrics sinks and the saved model;
+//! - `error`: [`StageError`].
 
 pub mod data;
 pub mod error;
