@@ -310,6 +310,12 @@ enum Command {
 fn main() -> ExitCode {
     align::backend::keep_freed_memory();
     let cli = Cli::parse();
+    // `ALIGN_CPU_KERNELS` is read once, by the first kernel: a bad value is
+    // said here, before any work.
+    if let Err(error) = align_kernels::CpuKernels::from_env() {
+        eprintln!("error: {error}");
+        return ExitCode::FAILURE;
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -451,6 +457,7 @@ fn train(
         None | Some("flex") | Some("cpu") | Some("ndarray") => {
             let cluster = cluster::<Cpu>(flags)?;
             align::backend::share_cores_among_replicas(cluster.devices.len());
+            eprintln!("CPU kernels: {}", align_kernels::cpu_kernels().in_use());
             let results =
                 run_recipe_on::<CpuTrain>(path, &flags.set, kind, &options, force, &cluster)?;
             report(&results);
