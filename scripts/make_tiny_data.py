@@ -5,8 +5,13 @@
 CPU, SFT then DPO, on a synthetic task whose right answers can be checked:
 
 * `tiny-arithmetic`: "What is 3 plus 4?" -> "3 plus 4 is 7." (sums of the
-  numbers 0..5, four phrasings);
-* `tiny-counting`: "Count from 4 to 7." -> "4, 5, 6, 7." (three phrasings).
+  numbers 0..5 below 10, four phrasings);
+* `tiny-counting`: "Count from 4 to 7." -> "4, 5, 6, 7." (four numbers from
+  0..6, five phrasings).
+
+Every number in the data, right or wrong, is one digit: the sums of two
+digits and the counts past 9 were where the tiny model's answers went wrong
+for some seeds (after SFT, or once DPO had pushed on them).
 
 Two more kinds are defined (capitals of made-up countries, colours of things)
 but not generated, see KIND_WEIGHTS: in the run's budget a ~1M-parameter
@@ -45,8 +50,11 @@ byte-identical files (checked with `--check`, which builds twice into
 temporary folders and compares).
 
 Usage:
-    pip install pyarrow tokenizers        # jinja2 optional (template check)
-    python3 scripts/make_tiny_data.py     # writes data/tiny/
+    pip install -r scripts/tiny-data-requirements.txt   # jinja2 optional (template check)
+    python3 scripts/make_tiny_data.py                   # writes data/tiny/
+
+The bytes depend on the versions pinned there; `tests/tiny_data.rs` rebuilds
+data/tiny/ with them and compares.
 """
 
 import argparse
@@ -67,7 +75,7 @@ SEED = 20240301  # the day the handbook's Gemma recipe landed
 SIZES = {"sft_train": 2400, "sft_test": 100, "dpo_train": 1000, "dpo_test": 100}
 # share of (item, phrasing) questions held out, per kind (facts have few items:
 # hold out more of them so the test splits are not a handful of questions)
-TEST_POOL_FRACTION = {"add": 0.2, "count": 0.25, "capital": 0.4, "colour": 0.4}
+TEST_POOL_FRACTION = {"add": 0.3, "count": 0.4, "capital": 0.4, "colour": 0.4}
 SYSTEM_FRACTION = 0.1  # share of conversations that start with a system message
 VOCAB_TARGET = 1024  # BPE cap; the trainer stops earlier once no pair occurs twice
 
@@ -122,7 +130,13 @@ COLOUR_NAMES = sorted({c for _, c in COLOURS})
 
 ADD_QUESTIONS = ["What is {a} plus {b}?", "What is {a} + {b}?", "Add {a} and {b}.", "How much is {a} plus {b}?"]
 CAPITAL_QUESTIONS = ["What is the capital of {x}?", "Which city is the capital of {x}?", "Name the capital of {x}."]
-COUNT_QUESTIONS = ["Count from {a} to {b}.", "List the numbers from {a} to {b}.", "Count up from {a} to {b}."]
+COUNT_QUESTIONS = [
+    "Count from {a} to {b}.",
+    "List the numbers from {a} to {b}.",
+    "Count up from {a} to {b}.",
+    "Say the numbers from {a} to {b}.",
+    "Write the numbers from {a} to {b}.",
+]
 COLOUR_QUESTIONS = ["What colour is a {x}?", "What is the colour of a {x}?", "Which colour does a {x} have?"]
 
 # question kind -> (dataset name, share of rows)
@@ -131,16 +145,27 @@ COLOUR_QUESTIONS = ["What colour is a {x}?", "What is the colour of a {x}?", "Wh
 # or not depending on its random init, while sums and counting are learnt
 # every time; add them here for a longer run.
 KIND_WEIGHTS = [("add", 0.6), ("count", 0.4)]
-ADD_MAX = 5  # operands 0..5: 36 sums, few enough to be learnt in a few hundred steps
+# Every number of the task, right or wrong, is one digit (one token).
+MAX_NUMBER = 9
+ADD_MAX = 5  # operands 0..5: 35 sums, few enough to be learnt in a few hundred steps
+# Sums of one digit: 5 + 5, the one sum of two digits, was the question the
+# model got wrong after SFT for some seeds.
+ADD_MAX_SUM = MAX_NUMBER
+# Counting: always four numbers, within 0..9. With lengths 3 and 4 mixed, a
+# model of this size sometimes stopped one number early on a question it was
+# trained on (depending on its seed); with numbers of two digits (9, 10, 11,
+# 12), DPO sometimes broke the "11" of its greedy answers.
+COUNT_LENGTH = 4
+COUNT_FROM_MAX = 6
 DATASET_OF_KIND = {"add": "tiny-arithmetic", "count": "tiny-counting", "capital": "tiny-capitals", "colour": "tiny-colours"}
 
 
 def items_of(kind):
     """Every (item, right answer value) of a question kind, in a fixed order."""
     if kind == "add":
-        return [((a, b), a + b) for a in range(ADD_MAX + 1) for b in range(ADD_MAX + 1)]
+        return [((a, b), a + b) for a in range(ADD_MAX + 1) for b in range(ADD_MAX + 1) if a + b <= ADD_MAX_SUM]
     if kind == "count":
-        return [((a, a + n - 1), tuple(range(a, a + n))) for a in range(10) for n in (3, 4)]
+        return [((a, a + COUNT_LENGTH - 1), tuple(range(a, a + COUNT_LENGTH))) for a in range(COUNT_FROM_MAX + 1)]
     if kind == "capital":
         return [((x,), y) for x, y in CAPITALS]
     if kind == "colour":
@@ -175,13 +200,13 @@ def wrong_value(rng, kind, right):
         # are then about as common as right ones, so DPO cannot prefer an answer
         # without reading the question
         if rng.random() < 0.5:
-            return rng.choice([v for v in (right - 1, right + 1) if 0 <= v <= 2 * ADD_MAX])
+            return rng.choice([v for v in (right - 1, right + 1) if 0 <= v <= MAX_NUMBER])
         return rng.choice([v for _, v in items_of("add") if v != right])
     if kind == "count":
-        # the last number wrong (a skip or a step back), so the pair differs in one
-        # place and the error is visible from the number before it
+        # the last number wrong (a skip, a repeat or a step back), so the pair
+        # differs in one place and the error is visible from the number before it
         wrong = list(right)
-        wrong[-1] = rng.choice([right[-1] + 1, right[-1] + 2, right[-1] - 2])
+        wrong[-1] = rng.choice([v for v in (right[-1] + 1, right[-1] + 2, right[-1] - 1, right[-1] - 2) if 0 <= v <= MAX_NUMBER])
         return tuple(wrong)
     if kind == "capital":
         return rng.choice([y for _, y in CAPITALS if y != right])

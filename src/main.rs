@@ -322,6 +322,12 @@ enum Command {
 fn main() -> ExitCode {
     align::backend::keep_freed_memory();
     let cli = Cli::parse();
+    // `ALIGN_CPU_KERNELS` is read once, by the first kernel: a bad value is
+    // said here, before any work.
+    if let Err(error) = align_kernels::CpuKernels::from_env() {
+        eprintln!("error: {error}");
+        return ExitCode::FAILURE;
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -522,6 +528,7 @@ fn on_backend<T: OnBackend>(flags: &RunFlags, task: T) -> Result<T::Output> {
         None | Some("flex") | Some("cpu") | Some("ndarray") => {
             let cluster = cluster::<CpuTrain>(flags)?;
             align::backend::share_cores_among_replicas(cluster.devices.len());
+            eprintln!("CPU kernels: {}", align_kernels::cpu_kernels().in_use());
             task.run::<CpuTrain>(cluster)
         }
         Some("cuda") => on_cuda(flags, task),

@@ -56,15 +56,55 @@ fn the_default_recipe_runs_sft_then_dpo_end_to_end() {
         "step-1 SFT loss {first} vs ln(vocab) {ln_vocab}"
     );
     // DPO starts from the SFT model as policy and reference: the eval before
-    // training (eval_on_start) has loss ln 2 and zero rewards, so no pair is
-    // ranked right (accuracy counts strict wins); step-1 loss is ln 2 too.
+    // training (eval_on_start) has zero rewards, so no pair is ranked right
+    // (accuracy counts strict wins). Its loss is the sigmoid term's ln 2
+    // plus the recipe's `sft` term, the chosen answers' NLL per token: more
+    // than 0 and at most the NLL of a whole answer (`-logps/chosen`).
     let dpo_log = read_jsonl(&dpo.join("metrics.jsonl"));
     let before = &dpo_log[0];
     assert_eq!(before["step"], 0);
-    assert!((before["eval_loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-6);
     assert_eq!(before["eval_rewards/accuracies"].as_f64(), Some(0.0));
     assert_eq!(before["eval_rewards/margins"].as_f64(), Some(0.0));
-    let first_step = dpo_log.iter().find(|e| e.get("loss").is_some()).unwrap();
+    let sft_term = before["eval_loss"].as_f64().unwrap() - std::f64::consts::LN_2;
+    let answer_nll = -before["eval_logps/chosen"].as_f64().unwrap();
+    assert!(
+        sft_term > 0.0 && sft_term <= answer_nll + 1e-6,
+        "eval loss - ln 2 = {sft_term} vs answer NLL {answer_nll}"
+    );
+    // Without the `sft` term the first step's loss is exactly ln 2.
+    let sigmoid_only = run_recipe::<CpuTrain>(
+        &root.join("recipes/tiny/recipe.yaml"),
+        &[
+            set.as_slice(),
+            &[
+                format!(
+                    "dpo.output_dir={}",
+                    out.path().join("dpo-sigmoid").display()
+                ),
+                "dpo.loss_type=sigmoid".to_string(),
+                "dpo.loss_weights=[1.0]".to_string(),
+                "dpo.max_steps=1".to_string(),
+            ],
+        ]
+        .concat(),
+        None,
+        &RunOptions {
+            quiet: true,
+            ..Default::default()
+        },
+        false, // the finished SFT stage is skipped
+        &cpu_device(),
+    )
+    .unwrap();
+    assert!(matches!(
+        sigmoid_only.as_slice(),
+        [StageResult::Skipped { .. }, StageResult::Ran(_)]
+    ));
+    let sigmoid_log = read_jsonl(&out.path().join("dpo-sigmoid/metrics.jsonl"));
+    let first_step = sigmoid_log
+        .iter()
+        .find(|e| e.get("loss").is_some())
+        .unwrap();
     assert!((first_step["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-6);
     assert!(
         dpo_log

@@ -14,7 +14,7 @@ use std::mem::MaybeUninit;
 
 use gemm::{Parallelism, gemm};
 
-use crate::Output;
+use crate::{Output, use_avx2_fma};
 
 /// A matrix view of a slice: element `(r, c)` is `data[r·row_stride + c·col_stride]`.
 #[derive(Clone, Copy)]
@@ -143,7 +143,12 @@ pub(crate) fn product_into(
     // writes `out = 1·lhs·rhs` without reading it, or with `accumulate`
     // (`read_dst`) `out = 1·out + 1·lhs·rhs`, whose caller has initialised it.
     unsafe {
-        gemm(
+        let product = if use_avx2_fma() {
+            gemm::<f32>
+        } else {
+            gemm_baseline
+        };
+        product(
             n,
             m,
             k,
@@ -164,6 +169,89 @@ pub(crate) fn product_into(
             false,
             parallelism,
         );
+    }
+}
+
+/// `gemm::gemm` for `f32` on its scalar path, the one it takes on an
+/// x86-64 CPU without FMA: `ALIGN_CPU_KERNELS=baseline`. gemm chooses its
+/// path once per process from the CPU alone (its `get_gemm_fn`), so this
+/// calls what that path calls: gemm-common's driver with gemm-f32's scalar
+/// microkernels, after the same change to a column-major destination that
+/// `gemm::gemm` makes (strides here are never negative).
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_baseline(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_cs: isize,
+    dst_rs: isize,
+    read_dst: bool,
+    lhs: *const f32,
+    lhs_cs: isize,
+    lhs_rs: isize,
+    rhs: *const f32,
+    rhs_cs: isize,
+    rhs_rs: isize,
+    alpha: f32,
+    beta: f32,
+    conj_dst: bool,
+    conj_lhs: bool,
+    conj_rhs: bool,
+    parallelism: Parallelism,
+) {
+    use gemm_common::gemm::gemm_basic_generic;
+    use gemm_common::simd::Scalar;
+    use gemm_f32::microkernel::scalar::f32 as ukr;
+
+    let (m, n, dst_cs, dst_rs, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs, conj_lhs, conj_rhs) =
+        if dst_cs.abs() < dst_rs.abs() {
+            (
+                n, m, dst_rs, dst_cs, rhs, rhs_rs, rhs_cs, lhs, lhs_rs, lhs_cs, conj_rhs, conj_lhs,
+            )
+        } else {
+            (
+                m, n, dst_cs, dst_rs, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs, conj_lhs, conj_rhs,
+            )
+        };
+    // SAFETY: the caller's contract is `gemm::gemm`'s; the generic
+    // arguments are those of gemm-f32's own scalar `gemm_basic` (N = 1).
+    unsafe {
+        gemm_basic_generic::<
+            Scalar,
+            f32,
+            1,
+            { ukr::MR_DIV_N },
+            { ukr::NR },
+            { ukr::MR_DIV_N },
+            { ukr::H_M },
+            { ukr::H_N },
+        >(
+            Scalar,
+            m,
+            n,
+            k,
+            dst,
+            dst_cs,
+            dst_rs,
+            read_dst,
+            lhs,
+            lhs_cs,
+            lhs_rs,
+            rhs,
+            rhs_cs,
+            rhs_rs,
+            alpha,
+            beta,
+            conj_dst,
+            conj_lhs,
+            conj_rhs,
+            |a, b, c| a * b + c,
+            &ukr::UKR,
+            &ukr::H_UKR,
+            false,
+            parallelism,
+        )
     }
 }
 
@@ -244,6 +332,92 @@ mod tests {
                 (f64::from(*g) - w).abs() <= 1e-5 * w.abs().max(1.0),
                 "[{i}]: {g} vs {w}"
             );
+        }
+    }
+
+    /// `a · b` as one left-to-right chain per element in f32, each step
+    /// `acc + x·y` rounded twice (`fused = false`) or once (`mul_add`).
+    fn chained(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, fused: bool) -> Vec<f32> {
+        (0..m * n)
+            .map(|i| {
+                (0..k).fold(0.0f32, |acc, j| {
+                    let (x, y) = (a[i / n * k + j], b[j * n + i % n]);
+                    if fused {
+                        x.mul_add(y, acc)
+                    } else {
+                        x * y + acc
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// `lhs · rhs` through gemm's baseline path (`ALIGN_CPU_KERNELS=baseline`)
+    /// or through `gemm::gemm` as the CPU has it, called as `product_into` does.
+    fn through(baseline: bool, lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut out = vec![0.0f32; m * n];
+        let call = if baseline { gemm_baseline } else { gemm::<f32> };
+        let parallelism = if m * n * k >= PARALLEL_WORK {
+            Parallelism::Rayon(0)
+        } else {
+            Parallelism::None
+        };
+        // SAFETY: row-major [m, k] · [k, n] into row-major [m, n], asked as
+        // `outᵀ = rhsᵀ · lhsᵀ` with the strides of `product_into`.
+        unsafe {
+            call(
+                n,
+                m,
+                k,
+                out.as_mut_ptr(),
+                n as isize,
+                1,
+                false,
+                rhs.as_ptr(),
+                n as isize,
+                1,
+                lhs.as_ptr(),
+                k as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn the_baseline_path_rounds_every_multiply_and_add() {
+        // Operands whose products are not exact in f32: fused and unfused
+        // chains then differ, and each path must give one of them bit for bit
+        // (k ≤ 512: gemm sums the whole depth in one block, in order).
+        for (m, k, n) in [(5, 7, 3), (64, 300, 48), (300, 200, 180)] {
+            let noisy = |len: usize, seed: u32| -> Vec<f32> {
+                (0..len as u32)
+                    .map(|i| ((i.wrapping_mul(2654435761) ^ seed) % 10007) as f32 / 997.0 - 5.0)
+                    .collect()
+            };
+            let (a, b) = (noisy(m * k, 1), noisy(k * n, 2));
+            let unfused = chained(&a, &b, m, k, n, false);
+            assert_eq!(
+                through(true, &a, &b, m, k, n),
+                unfused,
+                "[{m}, {k}] · [{k}, {n}]"
+            );
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("fma") {
+                let fma = through(false, &a, &b, m, k, n);
+                assert_eq!(
+                    fma,
+                    chained(&a, &b, m, k, n, true),
+                    "[{m}, {k}] · [{k}, {n}]"
+                );
+                assert_ne!(fma, unfused);
+            }
         }
     }
 
