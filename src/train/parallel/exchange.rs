@@ -28,7 +28,7 @@ use burn::tensor::backend::AutodiffBackend;
 
 use super::replica::Replica;
 use super::replicated::Replicated;
-use super::rows::Row;
+use super::rows::{Row, RowExchange};
 use super::sharded::Sharded;
 use super::shards::GatheredState;
 use crate::model::gemma::Gemma;
@@ -78,14 +78,22 @@ pub trait GradientExchange<A: AutodiffBackend> {
     /// Step 3: the weights after the optimizer step, the same on every replica.
     fn share_update(&mut self, model: Gemma<A>, step: usize) -> Result<Gemma<A>, TrainError>;
 
-    /// Every evaluation batch's row (`evaluate` runs one, by index).
+    /// This replica and its rows exchange.
+    fn rows(&mut self) -> (&Replica, &mut RowExchange);
+
+    /// Every evaluation batch's row (`evaluate` runs one, by index): each
+    /// replica evaluates its share, the rows are exchanged.
     fn evaluate(
         &mut self,
         model: &Gemma<A>,
         step: usize,
         count: usize,
         evaluate: &mut dyn FnMut(usize) -> Row,
-    ) -> Result<Vec<Row>, TrainError>;
+    ) -> Result<Vec<Row>, TrainError> {
+        let device = device_of(model);
+        let (replica, rows) = self.rows();
+        rows.evaluate::<A::InnerBackend>(replica, &device, step, count, evaluate)
+    }
 
     /// The optimizer state as a checkpoint of this step reads it; `wanted`:
     /// this replica's hooks will write one (ZeRO-1 gathers the shards then).

@@ -8,7 +8,7 @@ use burn::tensor::backend::AutodiffBackend;
 
 use super::exchange::{GradientExchange, MicroBatch, OptimizerView, StepGradients, device_of};
 use super::replica::Replica;
-use super::rows::{Phase, Row, RowExchange};
+use super::rows::{Phase, RowExchange};
 use crate::model::gemma::Gemma;
 use crate::train::adamw::AdamW;
 use crate::train::error::TrainError;
@@ -80,16 +80,8 @@ impl<A: AutodiffBackend> GradientExchange<A> for Replicated {
         Ok(model)
     }
 
-    fn evaluate(
-        &mut self,
-        model: &Gemma<A>,
-        step: usize,
-        count: usize,
-        evaluate: &mut dyn FnMut(usize) -> Row,
-    ) -> Result<Vec<Row>, TrainError> {
-        let device = device_of(model);
-        self.rows
-            .evaluate::<A::InnerBackend>(&self.replica, &device, step, count, evaluate)
+    fn rows(&mut self) -> (&Replica, &mut RowExchange) {
+        (&self.replica, &mut self.rows)
     }
 
     fn optimizer_view<'a>(

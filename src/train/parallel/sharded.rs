@@ -9,7 +9,7 @@ use burn::tensor::backend::AutodiffBackend;
 
 use super::exchange::{GradientExchange, MicroBatch, OptimizerView, StepGradients, device_of};
 use super::replica::Replica;
-use super::rows::{Phase, Row, RowExchange};
+use super::rows::{Phase, RowExchange};
 use super::shards::{GatheredState, OptimizerShards};
 use crate::model::gemma::Gemma;
 use crate::train::adamw::AdamW;
@@ -104,16 +104,8 @@ impl<A: AutodiffBackend> GradientExchange<A> for Sharded {
             .broadcast_parameters(&self.replica, model, step)
     }
 
-    fn evaluate(
-        &mut self,
-        model: &Gemma<A>,
-        step: usize,
-        count: usize,
-        evaluate: &mut dyn FnMut(usize) -> Row,
-    ) -> Result<Vec<Row>, TrainError> {
-        let device = device_of(model);
-        self.rows
-            .evaluate::<A::InnerBackend>(&self.replica, &device, step, count, evaluate)
+    fn rows(&mut self) -> (&Replica, &mut RowExchange) {
+        (&self.replica, &mut self.rows)
     }
 
     fn optimizer_view<'a>(
