@@ -39,6 +39,7 @@ use align::backend::{Cpu, CpuTrain, cpu_device};
 use align::log::History;
 use align::model::gemma::{Gemma, GemmaConfig, RandomInit};
 use align::plan::memory::{ComputeDtype, ModelShape, Setup, Workload, estimate};
+use align::train::TrainBackend;
 use align::train::accounting::StepRules;
 use align::train::adamw::AdamWConfig;
 use align::train::dpo::{DpoLossKind, DpoLossSpec};
@@ -51,7 +52,7 @@ use align::train::schedule::{Schedule, ScheduleKind};
 use align::train::trainer::{LoopSettings, Trainer};
 use burn::module::AutodiffModule;
 use burn::tensor::DType;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use serde_json::{Value, json};
 
 /// A model and batch shape.
@@ -282,7 +283,7 @@ fn settings(steps: usize, replicas: usize) -> LoopSettings {
 
 /// Times `warmup + timed` DPO optimizer steps on `A`; returns the
 /// wall-clock and CPU seconds of each timed one.
-fn time_steps<A: AutodiffBackend>(
+fn time_steps<A: TrainBackend>(
     options: &Options,
     device: A::Device,
     replica: Replica,

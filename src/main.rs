@@ -5,12 +5,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use align::backend::{AutodiffBackend, Backend, CpuTrain};
+use align::backend::{Backend, CpuTrain};
 use align::generate::session::{answer_file, answer_one, chat};
 use align::generate::{Generator, SamplingSettings};
 use align::plan::devices::parse_bytes;
 use align::plan::{DeviceRequest, PlanRequest, make_plan};
 use align::recipe::{BackendKind, Recipe, StageConfig, StageKind};
+use align::train::TrainBackend;
 use align::train::parallel::{Cluster, DeviceKind, DeviceList, NodeSetup};
 use align::train::resume::ResumeFrom;
 use align::train::run::{StageResult, run_recipe, run_recipe_on};
@@ -518,7 +519,7 @@ fn sweep(recipe: &Path, grid: &[String], flags: &RunFlags) -> Result<()> {
 /// on the backend and devices the user chose ([`on_backend`]).
 trait OnBackend {
     type Output;
-    fn run<A: AutodiffBackend>(self, cluster: Cluster<A::Device>) -> Result<Self::Output>;
+    fn run<A: TrainBackend>(self, cluster: Cluster<A::Device>) -> Result<Self::Output>;
 }
 
 /// Runs `task` on `--backend` (else the one `--devices` implies): CPU
@@ -560,7 +561,7 @@ struct Train<'a> {
 
 impl OnBackend for Train<'_> {
     type Output = ();
-    fn run<A: AutodiffBackend>(self, cluster: Cluster<A::Device>) -> Result<()> {
+    fn run<A: TrainBackend>(self, cluster: Cluster<A::Device>) -> Result<()> {
         let options = self.flags.options(false);
         let set = &self.flags.set;
         let results =
@@ -582,7 +583,7 @@ struct Eval<'a> {
 
 impl OnBackend for Eval<'_> {
     type Output = ();
-    fn run<A: AutodiffBackend>(self, cluster: Cluster<A::Device>) -> Result<()> {
+    fn run<A: TrainBackend>(self, cluster: Cluster<A::Device>) -> Result<()> {
         let options = self.flags.options(true);
         let device = &cluster.devices[0];
         let results = run_recipe::<A>(self.config, &self.flags.set, None, &options, true, device)?;
@@ -608,7 +609,7 @@ struct Generate<'a> {
 
 impl OnBackend for Generate<'_> {
     type Output = ();
-    fn run<A: AutodiffBackend>(self, cluster: Cluster<A::Device>) -> Result<()> {
+    fn run<A: TrainBackend>(self, cluster: Cluster<A::Device>) -> Result<()> {
         let [device] = &cluster.devices[..] else {
             bail!("align generate runs on one device");
         };
@@ -644,7 +645,7 @@ struct Sweep<'a> {
 
 impl OnBackend for Sweep<'_> {
     type Output = align::sweep::SweepOutcome;
-    fn run<A: AutodiffBackend>(self, cluster: Cluster<A::Device>) -> Result<Self::Output> {
+    fn run<A: TrainBackend>(self, cluster: Cluster<A::Device>) -> Result<Self::Output> {
         let options = self.flags.options(false);
         Ok(align::sweep::run_sweep::<A>(
             self.plan,

@@ -7,15 +7,15 @@
 
 use std::fmt::Write as _;
 
-use crate::backend::Backend;
 use crate::generate::{Generator, SamplingSettings};
 use crate::log::LogEntry;
+use crate::model::gemma::GemmaBackend;
 use crate::train::run::StageResult;
 use crate::train::stage::StageOutcome;
 
 /// The report text; the sample answer is generated on `device` of the
 /// backend the stages trained on (never a second copy on the CPU).
-pub fn report<B: Backend>(results: &[StageResult], device: &B::Device) -> String {
+pub fn report<B: GemmaBackend>(results: &[StageResult], device: &B::Device) -> String {
     let mut text = String::new();
     for result in results {
         match result {
@@ -86,7 +86,7 @@ fn stage_lines(outcome: &StageOutcome, text: &mut String) {
 }
 
 /// Greedy answer of the stage's final model to the held-out prompt.
-fn sample_lines<B: Backend>(
+fn sample_lines<B: GemmaBackend>(
     outcome: &StageOutcome,
     sample: &crate::train::stage::SamplePrompt,
     device: &B::Device,

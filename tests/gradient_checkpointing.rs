@@ -10,6 +10,7 @@ mod common;
 
 use align::backend::{Cpu, CpuTrain, cpu_device};
 use align::model::hf::load_gemma;
+use align::train::TrainBackend;
 use align::train::dpo::{DpoLossKind, DpoLossSpec};
 use align::train::objective::Objective;
 use align::train::preference::{DpoObjective, PreferenceBatch, Reference};
@@ -27,7 +28,7 @@ fn micro_batch() -> PreferenceBatch {
 
 /// Every parameter's gradient (fp32 values, in visiting order) and the loss
 /// of one DPO micro-batch: policy `model_b`, reference `model`, in `dtype`.
-fn gradients<A: AutodiffBackend<InnerBackend = Cpu, Device = Device<Cpu>>>(
+fn gradients<A: TrainBackend<InnerBackend = Cpu, Device = Device<Cpu>>>(
     dtype: DType,
     checkpointing: bool,
 ) -> (f64, Vec<Vec<f32>>) {

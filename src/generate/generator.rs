@@ -11,7 +11,7 @@ use burn::tensor::{DType, Int, Tensor, TensorData};
 
 use super::sampling::{Sampler, SamplingSettings};
 use crate::data::{ChatTemplate, Message, TextTokenizer};
-use crate::model::gemma::{Gemma, KvCache};
+use crate::model::gemma::{Gemma, GemmaBackend, KvCache};
 use crate::model::hf::load_gemma;
 
 /// Tokens that end a reply besides the tokenizer's eos: the turn ends of
@@ -44,7 +44,7 @@ impl Generation {
     }
 }
 
-impl<B: Backend> Generator<B> {
+impl<B: GemmaBackend> Generator<B> {
     /// Loads a Hugging Face folder (weights, config, tokenizer files).
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
         let model = load_gemma::<B>(dir, DType::F32, device)

@@ -7,12 +7,12 @@ use std::io::{BufRead, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::backend::Backend;
 use serde_json::{Value, json};
 
 use super::generator::{Generation, Generator};
 use super::sampling::SamplingSettings;
 use crate::data::Message;
+use crate::model::gemma::GemmaBackend;
 
 fn user(content: &str) -> Message {
     Message {
@@ -22,7 +22,7 @@ fn user(content: &str) -> Message {
 }
 
 /// Streams the reply to one prompt on `out`; speed on stderr.
-pub fn answer_one<B: Backend>(
+pub fn answer_one<B: GemmaBackend>(
     generator: &Generator<B>,
     prompt: &str,
     settings: &SamplingSettings,
@@ -38,7 +38,7 @@ pub fn answer_one<B: Backend>(
     Ok(generation)
 }
 
-fn stream<B: Backend>(
+fn stream<B: GemmaBackend>(
     generator: &Generator<B>,
     ids: &[u32],
     settings: &SamplingSettings,
@@ -60,7 +60,7 @@ fn stream<B: Backend>(
 /// Answers every line of a JSONL file: `{"prompt": TEXT}` or
 /// `{"messages": [{"role", "content"}, ...]}`; writes one JSON object per
 /// line to `out` with the prompt, the completion and its speed.
-pub fn answer_file<B: Backend>(
+pub fn answer_file<B: GemmaBackend>(
     generator: &Generator<B>,
     path: &Path,
     settings: &SamplingSettings,
@@ -117,7 +117,7 @@ fn messages_of(row: &Value) -> Result<Vec<Message>> {
 
 /// A chat on the terminal: each line is a user turn; the conversation is
 /// kept and re-rendered with the template. An empty line or `/exit` ends it.
-pub fn chat<B: Backend>(generator: &Generator<B>, settings: &SamplingSettings) -> Result<()> {
+pub fn chat<B: GemmaBackend>(generator: &Generator<B>, settings: &SamplingSettings) -> Result<()> {
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     let mut messages: Vec<Message> = Vec::new();

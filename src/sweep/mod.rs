@@ -20,7 +20,6 @@ pub mod plan;
 
 use std::path::{Path, PathBuf};
 
-use crate::backend::AutodiffBackend;
 use serde_yaml_ng::Value;
 
 pub use grid::{Axis, Grid, GridError};
@@ -28,6 +27,7 @@ pub use plan::{PlannedRun, PlannedStage, SweepPlan, plan};
 
 use crate::recipe::RecipeError;
 use crate::report::{Report, ReportError, write_report};
+use crate::train::TrainBackend;
 use crate::train::run::{RunError, run_recipe};
 use crate::train::stage::RunOptions;
 
@@ -130,7 +130,7 @@ pub fn grid_for(recipe: &Path, specs: &[String]) -> Result<Grid, SweepError> {
 /// Runs every point of `plan` in order (finished ones are skipped), then
 /// writes the report into `plan.root`. A failed run is recorded in the
 /// outcome, not returned as an error: the other points still run.
-pub fn run_sweep<A: AutodiffBackend>(
+pub fn run_sweep<A: TrainBackend>(
     plan: &SweepPlan,
     options: &RunOptions,
     device: &A::Device,
@@ -172,7 +172,7 @@ pub fn run_sweep<A: AutodiffBackend>(
     Ok(SweepOutcome { runs, report })
 }
 
-fn run_point<A: AutodiffBackend>(
+fn run_point<A: TrainBackend>(
     plan: &SweepPlan,
     run: &PlannedRun,
     options: &RunOptions,

@@ -15,6 +15,7 @@ use align_kernels::RowStats;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
 
+use super::LogpsBackend;
 use crate::model::gemma::{ForwardInput, Gemma};
 
 /// Upper bound on the logits elements of one chunk (128 MiB in fp32); the
@@ -87,7 +88,7 @@ pub struct SequenceLogps<B: Backend> {
 
 /// One forward of `batch` through `model`, returning summed log-probs of the
 /// scored tokens per row and their statistics.
-pub fn sequence_logps<B: Backend>(
+pub fn sequence_logps<B: LogpsBackend>(
     model: &Gemma<B>,
     batch: &ScoredBatch,
     device: &B::Device,
@@ -173,7 +174,7 @@ fn sum_per_row<B: Backend>(
 }
 
 /// Every position's vocabulary-mean logit, summed per row (detached).
-fn add_position_logits<B: Backend>(
+fn add_position_logits<B: LogpsBackend>(
     stats: &mut [SequenceStats],
     model: &Gemma<B>,
     hidden: Tensor<B, 2>,

@@ -3,6 +3,7 @@
 
 pub mod accounting;
 pub mod adamw;
+pub mod backend;
 pub mod checkpoint;
 pub mod compat;
 pub mod dpo;
@@ -24,3 +25,5 @@ pub mod sft;
 pub mod stage;
 pub mod trainer;
 pub mod trl07;
+
+pub use backend::{LogpsBackend, TrainBackend};

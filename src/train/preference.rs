@@ -10,6 +10,7 @@ use burn::tensor::{Tensor, TensorData};
 use super::dpo::{DpoLossSpec, PairLogps, dpo_loss};
 use super::logps::{ScoredBatch, SequenceLogps, SequenceStats, sequence_logps};
 use super::objective::{Metrics, Objective};
+use super::{LogpsBackend, TrainBackend};
 use crate::backend::runs_reference_alongside;
 use crate::model::gemma::Gemma;
 
@@ -44,7 +45,7 @@ pub struct DpoObjective<A: AutodiffBackend> {
     pub device: A::Device,
 }
 
-impl<B: Backend> Reference<B> {
+impl<B: LogpsBackend> Reference<B> {
     /// The reference's log-prob sums of `batch`, and `policy_work`'s result.
     /// On the CPU a reference model runs on a second thread meanwhile: its
     /// forward needs nothing from the policy's, and most of a forward's
@@ -95,7 +96,7 @@ impl<B: Backend> Reference<B> {
     }
 }
 
-impl<A: AutodiffBackend> Objective<A> for DpoObjective<A> {
+impl<A: TrainBackend> Objective<A> for DpoObjective<A> {
     type Batch = PreferenceBatch;
 
     fn train_loss(

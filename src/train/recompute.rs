@@ -22,6 +22,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 
+use super::TrainBackend;
 use crate::model::gemma::attention::AttentionMask;
 use crate::model::gemma::block::DecoderLayer;
 use crate::model::gemma::rope::RopeTable;
@@ -53,7 +54,7 @@ impl<A: AutodiffBackend> Default for LayerRecompute<A> {
     }
 }
 
-impl<A: AutodiffBackend> LayerRecompute<A> {
+impl<A: TrainBackend> LayerRecompute<A> {
     /// `model` with its layers run through a new recompute, and the recompute.
     pub fn install(model: Gemma<A>) -> (Gemma<A>, Arc<Self>) {
         let recompute = Arc::new(Self::default());
@@ -93,7 +94,7 @@ impl<A: AutodiffBackend> LayerRecompute<A> {
     }
 }
 
-impl<A: AutodiffBackend> LayerRunner<A> for LayerRecompute<A> {
+impl<A: TrainBackend> LayerRunner<A> for LayerRecompute<A> {
     fn run(
         &self,
         layers: &[DecoderLayer<A>],

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::Backend;
 use xxhash_rust::xxh3::Xxh3;
 
+use super::LogpsBackend;
 use super::logps::{ScoredBatch, sequence_logps};
 use super::preference::PreferenceBatch;
 use crate::data::micro_batches;
@@ -66,7 +67,7 @@ pub fn weights_fingerprint<B: Backend>(model: &Gemma<B>) -> u128 {
 /// The reference log-probs of `count` examples, read from the cache when a
 /// file with the same key exists, else computed in sequential batches of
 /// `settings.batch_size` and cached.
-pub fn precompute<B: Backend>(
+pub fn precompute<B: LogpsBackend>(
     model: &Gemma<B>,
     weights: u128,
     count: usize,

@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
+use super::TrainBackend;
 use super::parallel::{Cluster, run_stage_parallel};
 use super::stage::{RunOptions, StageError, StageOutcome, run_stage};
-use crate::backend::AutodiffBackend;
 use crate::recipe::{Recipe, RecipeError, StageConfig, StageKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +30,7 @@ pub enum StageResult {
 
 /// Loads `path` (a chained recipe or one handbook config, read as `kind`
 /// when given) with `overrides`, and runs its stages.
-pub fn run_recipe<A: AutodiffBackend>(
+pub fn run_recipe<A: TrainBackend>(
     path: &Path,
     overrides: &[String],
     kind: Option<StageKind>,
@@ -44,7 +44,7 @@ pub fn run_recipe<A: AutodiffBackend>(
 
 /// [`run_recipe`] with one replica per device of `cluster` (data parallel
 /// when there are several, here or on other nodes).
-pub fn run_recipe_on<A: AutodiffBackend>(
+pub fn run_recipe_on<A: TrainBackend>(
     path: &Path,
     overrides: &[String],
     kind: Option<StageKind>,

@@ -7,8 +7,9 @@
 //! over the predicted tokens of each micro-batch.
 
 use burn::tensor::Tensor;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 
+use super::TrainBackend;
 use super::logps::{ScoredBatch, SequenceLogps, sequence_logps};
 use super::objective::{Metrics, Objective};
 use super::preference::scalar;
@@ -22,7 +23,7 @@ pub struct SftObjective<B: Backend> {
     pub device: B::Device,
 }
 
-impl<A: AutodiffBackend> Objective<A> for SftObjective<A> {
+impl<A: TrainBackend> Objective<A> for SftObjective<A> {
     type Batch = SftBatch;
 
     fn train_loss(&mut self, policy: &Gemma<A>, batch: &SftBatch) -> (Tensor<A, 1>, Metrics) {

@@ -17,6 +17,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
+use super::TrainBackend;
 use super::accounting::{CursorPosition, EpochBatches, StepCursor, StepRules};
 use super::adamw::{AdamW, AdamWConfig};
 use super::error::TrainError;
@@ -143,7 +144,7 @@ struct StepOutcome<A: AutodiffBackend> {
     metrics: Vec<Metrics>,
 }
 
-impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
+impl<'a, A: TrainBackend, O: Objective<A>> Trainer<'a, A, O> {
     pub fn new(
         settings: LoopSettings,
         objective: &'a mut O,
@@ -421,7 +422,7 @@ impl<'a, A: AutodiffBackend, O: Objective<A>> Trainer<'a, A, O> {
 
 /// One micro-batch's gradients in the weights' dtype (its loss scaled by
 /// the step's `normalizer`) and its row: index, loss numerator, metrics.
-fn micro_batch_backward<A: AutodiffBackend, O: Objective<A>>(
+fn micro_batch_backward<A: TrainBackend, O: Objective<A>>(
     objective: &mut O,
     recompute: Option<&LayerRecompute<A>>,
     model: &Gemma<A>,

@@ -9,6 +9,7 @@ use std::path::Path;
 use align::model::gemma::Gemma;
 use align::model::hf::{load_gemma, named_tensors};
 use align::recipe::StageKind;
+use align::train::TrainBackend;
 use align::train::dpo::{DpoLossKind, DpoLossSpec};
 use align::train::objective::Objective;
 use align::train::preference::{DpoObjective, PreferenceBatch, Reference};
@@ -128,7 +129,7 @@ pub fn objective<A: AutodiffBackend>(dtype: DType, device: &A::Device) -> DpoObj
 
 /// Every micro-batch of `expected/dpo_batches_model_b.jsonl` in `dtype` on
 /// `A`, within `tolerance`; returns the worst errors.
-pub fn check_micro_batches<A: AutodiffBackend>(
+pub fn check_micro_batches<A: TrainBackend>(
     dtype: DType,
     device: &A::Device,
     tolerance: Tolerance,
@@ -172,7 +173,7 @@ pub fn check_micro_batches<A: AutodiffBackend>(
 /// logged step and the final eval line of `expected/dpo_train_log.jsonl`
 /// within `tolerance`; returns the worst errors and the largest share of
 /// the tolerance used.
-pub fn check_dpo_run<A: AutodiffBackend>(
+pub fn check_dpo_run<A: TrainBackend>(
     sets: &[&str],
     out: &Path,
     device: &A::Device,

@@ -2,12 +2,12 @@
 //! embeddings, as transformers' eager `GemmaAttention`: scores scaled by
 //! `head_dim^-0.5`, masked positions filled before a softmax taken in fp32.
 
-use crate::model::fused::{attention, swap_middle_axes};
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use super::linear::Linear;
+use super::ops::GemmaBackend;
 use super::rope::RopeTable;
 
 #[derive(Module, Debug)]
@@ -140,7 +140,9 @@ impl<B: Backend> Attention<B> {
             shape,
         }
     }
+}
 
+impl<B: GemmaBackend> Attention<B> {
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
@@ -193,7 +195,7 @@ impl<B: Backend> Attention<B> {
         let split = |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, head_dim]);
         let q = rope.apply(split(self.q_proj.forward(x.clone()), heads));
         let k = rope.apply(split(self.k_proj.forward(x.clone()), kv_heads));
-        let v = swap_middle_axes(split(self.v_proj.forward(x), kv_heads));
+        let v = B::swap_middle_axes(split(self.v_proj.forward(x), kv_heads));
         (q, k, v)
     }
 
@@ -211,9 +213,9 @@ impl<B: Backend> Attention<B> {
         } = self.shape;
         let [batch, _, queries, _] = q.dims();
         let scale = (head_dim as f64).powf(-0.5);
-        let out = attention(q, k, v, mask.blocked.clone(), scale);
+        let out = B::masked_attention(q, k, v, mask.blocked.clone(), scale);
         self.o_proj
-            .forward(swap_middle_axes(out).reshape([batch, queries, heads * head_dim]))
+            .forward(B::swap_middle_axes(out).reshape([batch, queries, heads * head_dim]))
     }
 }
 

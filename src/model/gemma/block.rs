@@ -8,6 +8,7 @@ use burn::tensor::backend::Backend;
 use super::attention::{Attention, AttentionMask, KeyValues};
 use super::mlp::Mlp;
 use super::norm::RmsNorm;
+use super::ops::GemmaBackend;
 use super::rope::RopeTable;
 
 #[derive(Module, Debug)]
@@ -18,7 +19,7 @@ pub struct DecoderLayer<B: Backend> {
     pub mlp: Mlp<B>,
 }
 
-impl<B: Backend> DecoderLayer<B> {
+impl<B: GemmaBackend> DecoderLayer<B> {
     pub fn forward(
         &self,
         x: Tensor<B, 3>,

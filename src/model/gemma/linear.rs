@@ -5,7 +5,7 @@ use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-use crate::model::fused;
+use super::ops::GemmaBackend;
 
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
@@ -19,9 +19,11 @@ impl<B: Backend> Linear<B> {
             weight: Param::from_tensor(weight),
         }
     }
+}
 
+impl<B: GemmaBackend> Linear<B> {
     /// `x @ weightᵀ` over the last dimension of a `[batch, seq, in]` input.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        fused::linear(x, self.weight.val())
+        B::bias_free_linear(x, self.weight.val())
     }
 }

@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 
 use super::Activation;
 use super::linear::Linear;
-use crate::model::fused::gelu_tanh_gated;
+use super::ops::GemmaBackend;
 
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
@@ -32,13 +32,15 @@ impl<B: Backend> Mlp<B> {
             activation,
         }
     }
+}
 
+impl<B: GemmaBackend> Mlp<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let gate = self.gate_proj.forward(x.clone());
         let up = self.up_proj.forward(x);
         let hidden = match self.activation {
             Activation::GeluExact => gelu(gate) * up,
-            Activation::GeluTanh => gelu_tanh_gated(gate, up),
+            Activation::GeluTanh => B::gelu_tanh_gated(gate, up),
         };
         self.down_proj.forward(hidden)
     }

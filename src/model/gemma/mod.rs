@@ -1,5 +1,6 @@
 //! Gemma v1 in burn, read top to bottom: [`config`], [`norm`], [`rope`],
-//! [`linear`], [`mlp`], [`attention`], [`block`], [`model`]. Field names are
+//! [`linear`], [`mlp`], [`attention`], [`block`], [`model`], and the math
+//! they call, composed and as fused CPU kernels, in [`ops`]. Field names are
 //! the Hugging Face checkpoint's (`q_proj`, `input_layernorm`, ...), so a
 //! parameter's path in the module is its tensor name in `model.safetensors`.
 
@@ -12,6 +13,7 @@ pub mod linear;
 pub mod mlp;
 pub mod model;
 pub mod norm;
+pub mod ops;
 pub mod rope;
 
 use std::path::PathBuf;
@@ -19,6 +21,7 @@ use std::path::PathBuf;
 pub use build::{RandomInit, WeightSource};
 pub use config::{Activation, ActivationRule, GemmaConfig};
 pub use model::{ForwardInput, Gemma, KvCache, LayerRunner, LayerRunnerSlot};
+pub use ops::GemmaBackend;
 
 /// Errors reading a `config.json`.
 #[derive(Debug, thiserror::Error)]

@@ -19,8 +19,8 @@ use super::block::DecoderLayer;
 use super::embedding::Embedding;
 use super::linear::Linear;
 use super::norm::RmsNorm;
+use super::ops::GemmaBackend;
 use super::rope::{Rope, RopeTable, TableShape};
-use crate::model::fused;
 
 /// Inputs of one forward pass.
 #[derive(Clone, Debug)]
@@ -148,7 +148,9 @@ impl<B: Backend> Gemma<B> {
     pub fn dtype(&self) -> DType {
         self.embed_tokens.weight.val().dtype()
     }
+}
 
+impl<B: GemmaBackend> Gemma<B> {
     /// Final-norm hidden states `[batch, seq, hidden]` for every position.
     pub fn forward_hidden(&self, input: ForwardInput<B>) -> Tensor<B, 3> {
         let [batch, seq] = input.input_ids.dims();
@@ -187,7 +189,7 @@ impl<B: Backend> Gemma<B> {
             Some(linear) => linear.weight.val(),
             None => self.embed_tokens.weight.val(),
         };
-        fused::linear(hidden, head)
+        B::bias_free_linear(hidden, head)
     }
 
     /// Mean over the vocabulary of the logits of hidden states `[rows,

@@ -7,7 +7,7 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
-use crate::model::fused;
+use super::ops::GemmaBackend;
 
 #[derive(Module, Debug)]
 pub struct RmsNorm<B: Backend> {
@@ -23,12 +23,14 @@ impl<B: Backend> RmsNorm<B> {
             eps,
         }
     }
+}
 
+impl<B: GemmaBackend> RmsNorm<B> {
     /// Normalises over the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let dtype = x.dtype();
         let weight = self.weight.val().cast(DType::F32);
-        fused::rms_norm(x.cast(DType::F32), weight, self.eps).cast(dtype)
+        B::rms_norm(x.cast(DType::F32), weight, self.eps).cast(dtype)
     }
 }
 

@@ -9,7 +9,7 @@
 //!
 //! The rotation is applied to the projections in their natural
 //! `[batch, seq, heads, head_dim]` layout and returns them heads-first
-//! (`model::fused::rope`: on the CPU one pass does both), against tables
+//! (`ops::rope`: on the CPU one pass does both), against tables
 //! already repeated to the input's exact shape: every product is then
 //! between two contiguous tensors of one shape, which CPU backends run as a
 //! plain vector loop instead of a strided, broadcasting walk (the walk cost
@@ -20,7 +20,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
 
-use crate::model::fused;
+use super::ops::GemmaBackend;
 
 /// Inverse frequencies `theta^(-2i/d)` for one head dimension.
 #[derive(Clone, Debug)]
@@ -141,7 +141,7 @@ impl Rope {
     }
 }
 
-impl<B: Backend> RopeTable<B> {
+impl<B: GemmaBackend> RopeTable<B> {
     /// Rotates `x` of shape `[batch, seq, heads, head_dim]`, for one of the
     /// head counts the table was made for, and returns it heads-first,
     /// `[batch, heads, seq, head_dim]`, as attention consumes it.
@@ -152,7 +152,7 @@ impl<B: Backend> RopeTable<B> {
             .iter()
             .find(|f| f.heads == heads)
             .expect("the rope table is made for every head count of the model");
-        fused::rope(x, factors.cos.clone(), factors.signed_sin.clone())
+        B::rope(x, factors.cos.clone(), factors.signed_sin.clone())
     }
 }
 

@@ -16,13 +16,14 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use burn_collective::{
     AllReduceStrategy, CollectiveConfig, PeerId, finish_collective, register, reset_collective,
 };
 
 use super::replica::{Replica, panic_message};
 use crate::recipe::StageConfig;
+use crate::train::TrainBackend;
 use crate::train::stage::{RunOptions, StageError, StageOutcome, run_stage_replica};
 
 /// burn-collective keeps one local server per backend per process: one
@@ -121,7 +122,7 @@ impl<D: Clone> Cluster<D> {
 
 /// Runs `stage` with one replica per device of `cluster`; the outcome is
 /// that of this node's first replica (rank 0's on the first node).
-pub fn run_stage_parallel<A: AutodiffBackend>(
+pub fn run_stage_parallel<A: TrainBackend>(
     stage: &StageConfig,
     options: &RunOptions,
     cluster: &Cluster<A::Device>,

@@ -13,6 +13,7 @@ use super::settings::{loop_settings, save_policy, wants_eval};
 use crate::log::LogEntry;
 use crate::model::gemma::Gemma;
 use crate::recipe::StageConfig;
+use crate::train::TrainBackend;
 use crate::train::accounting::StepRules;
 use crate::train::checkpoint::{Restored, load_checkpoint};
 use crate::train::error::TrainError;
@@ -60,7 +61,7 @@ impl<A: AutodiffBackend> FitPlace<'_, A> {
 /// The loop with its sinks (`metrics.jsonl`, TensorBoard under `runs/`,
 /// progress, an in-memory history) and hooks (checkpoints, interrupts);
 /// continued from a checkpoint when asked.
-pub(super) fn fit<A: AutodiffBackend, O: Objective<A>, E>(
+pub(super) fn fit<A: TrainBackend, O: Objective<A>, E>(
     place: &FitPlace<'_, A>,
     objective: &mut O,
     policy: Gemma<A>,

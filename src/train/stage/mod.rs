@@ -22,8 +22,6 @@ pub mod settings;
 
 use std::path::PathBuf;
 
-use burn::tensor::backend::AutodiffBackend;
-
 pub use error::StageError;
 use error::io_error;
 use fit::FitPlace;
@@ -36,6 +34,7 @@ pub use settings::loop_settings;
 use crate::data::{Message, Preprocessor};
 use crate::log::LogEntry;
 use crate::recipe::StageConfig;
+use crate::train::TrainBackend;
 use crate::train::parallel::Replica;
 use crate::train::resume::ResumeFrom;
 use crate::train::trainer::RunSummary;
@@ -73,7 +72,7 @@ pub struct RunOptions {
 }
 
 /// Runs `stage` on the autodiff backend `A` at `device`.
-pub fn run_stage<A: AutodiffBackend>(
+pub fn run_stage<A: TrainBackend>(
     stage: &StageConfig,
     options: &RunOptions,
     device: &A::Device,
@@ -84,7 +83,7 @@ pub fn run_stage<A: AutodiffBackend>(
 /// Runs `stage` as one replica of a data-parallel run: all of it (data,
 /// model, loop) as on one device, but only rank 0 logs, writes
 /// checkpoints and saves the model.
-pub fn run_stage_replica<A: AutodiffBackend>(
+pub fn run_stage_replica<A: TrainBackend>(
     stage: &StageConfig,
     options: &RunOptions,
     device: &A::Device,

@@ -13,6 +13,7 @@ use crate::data::{RepoKind, resolve};
 use crate::model::gemma::{ActivationRule, Gemma, GemmaConfig, RandomInit};
 use crate::model::hf::{HfError, load_gemma_with_rule};
 use crate::recipe::StageConfig;
+use crate::train::LogpsBackend;
 use crate::train::precision::compute_dtype;
 use crate::train::preference::PreferenceBatch;
 use crate::train::reference::{
@@ -81,7 +82,7 @@ pub(super) type ScoredSplit<'a, E> = (&'a [E], &'a dyn Fn(&[usize]) -> Preferenc
 /// Scores the train and eval splits with the reference once (or reads them
 /// from `output_dir/ref_logps/`), as TRL's `precompute_ref_log_probs`: batch
 /// size `precompute_ref_batch_size`, else the per-device train/eval size.
-pub(super) fn precompute_reference<B: burn::tensor::backend::Backend, E>(
+pub(super) fn precompute_reference<B: LogpsBackend, E>(
     stage: &StageConfig,
     options: &RunOptions,
     reference: &Gemma<B>,

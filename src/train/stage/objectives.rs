@@ -2,8 +2,6 @@
 //! models (DPO's frozen reference, scored once when precomputed) and the
 //! objective of the stage's rules, then the loop.
 
-use burn::tensor::backend::AutodiffBackend;
-
 use super::SamplePrompt;
 use super::data::{StageData, preference_batch, sample_prompt, sft_batch};
 use super::error::StageError;
@@ -14,6 +12,7 @@ use crate::data::{DpoBatch, DpoExample, Preprocessor, SftBatch, SftExample};
 use crate::data::{prepare_dpo, prepare_sft};
 use crate::model::gemma::{ActivationRule, Gemma};
 use crate::recipe::SplitRole;
+use crate::train::TrainBackend;
 use crate::train::preference::{DpoObjective, Reference};
 use crate::train::sft::SftObjective;
 use crate::train::trl07::preference::Trl07DpoObjective;
@@ -22,7 +21,7 @@ use crate::train::trl07::sft::Trl07SftObjective;
 /// A DPO stage: pairs prepared by the stage's rules, the reference model
 /// (or its precomputed log-probs), the loss of `objective`, the loop.
 /// Returns the first eval pair as the end-of-run sample prompt too.
-pub(super) fn fit_dpo<A: AutodiffBackend>(
+pub(super) fn fit_dpo<A: TrainBackend>(
     place: &FitPlace<'_, A>,
     pre: &Preprocessor,
     rules: DpoRules,
@@ -98,7 +97,7 @@ pub(super) fn fit_dpo<A: AutodiffBackend>(
 
 /// An SFT stage: conversations (or packed sequences) prepared by the
 /// stage's rules, the objective of its stack, the loop.
-pub(super) fn fit_sft<A: AutodiffBackend>(
+pub(super) fn fit_sft<A: TrainBackend>(
     place: &FitPlace<'_, A>,
     pre: &Preprocessor,
     rules: SftRules,

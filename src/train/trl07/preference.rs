@@ -17,6 +17,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::loss::Trl07Loss;
 use crate::model::gemma::Gemma;
+use crate::train::TrainBackend;
 use crate::train::dpo::PairLogps;
 use crate::train::logps::{SequenceLogps, SequenceStats, sequence_logps};
 use crate::train::objective::{Metrics, Objective};
@@ -30,7 +31,7 @@ pub struct Trl07DpoObjective<A: AutodiffBackend> {
     pub accumulation: usize,
 }
 
-impl<A: AutodiffBackend> Objective<A> for Trl07DpoObjective<A> {
+impl<A: TrainBackend> Objective<A> for Trl07DpoObjective<A> {
     type Batch = PreferenceBatch;
 
     fn train_loss(

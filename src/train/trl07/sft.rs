@@ -5,9 +5,10 @@
 //! whatever the step holds. `SFTTrainer` 0.7.10 logs no metric of its own.
 
 use burn::tensor::Tensor;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 
 use crate::model::gemma::Gemma;
+use crate::train::TrainBackend;
 use crate::train::logps::{ScoredBatch, sequence_logps};
 use crate::train::objective::{Metrics, Objective};
 use crate::train::preference::scalar;
@@ -18,7 +19,7 @@ pub struct Trl07SftObjective<B: Backend> {
     pub accumulation: usize,
 }
 
-impl<A: AutodiffBackend> Objective<A> for Trl07SftObjective<A> {
+impl<A: TrainBackend> Objective<A> for Trl07SftObjective<A> {
     type Batch = ScoredBatch;
 
     fn train_loss(&mut self, policy: &Gemma<A>, batch: &ScoredBatch) -> (Tensor<A, 1>, Metrics) {

@@ -1,9 +1,14 @@
 //! The one place that names concrete burn backends. Everything else is generic
 //! over `B: Backend` (or `B: AutodiffBackend` for training) and picks its types
-//! from here.
+//! from here. `flex` binds align's fused CPU kernels to burn's CPU backend.
 
 use burn::backend::Autodiff;
 pub use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
+
+pub mod flex;
+#[cfg(test)]
+pub mod testing;
 
 /// burn's pure-Rust CPU backend: the default, used by tests and the small run.
 pub type Cpu = burn::backend::Flex;
@@ -29,6 +34,21 @@ pub type CudaTrain = Autodiff<Cuda>;
 pub fn runs_reference_alongside<B: Backend>() -> bool {
     std::any::TypeId::of::<B>() == std::any::TypeId::of::<Cpu>()
 }
+
+/// The backends whose extension ops (`model::gemma::ops`,
+/// `train::adamw_update`, `train::token_logps`) are their default methods,
+/// the math composed from burn ops: every backend but Flex, which runs
+/// align's fused kernels instead. Rust has no specialization, so "every
+/// backend but Flex" cannot be one blanket impl that Flex overrides; each
+/// op is implemented for the backends named here and, separately, for
+/// `Cpu` and `CpuTrain`.
+pub trait Composed: Backend {}
+
+#[cfg(feature = "cuda")]
+impl Composed for Cuda {}
+
+/// Autodiff over a composed backend records the composed ops.
+impl<B: Composed, C: CheckpointStrategy> Composed for Autodiff<B, C> {}
 
 /// The device of the CPU backend (there is only one).
 pub fn cpu_device() -> burn::tensor::Device<Cpu> {
