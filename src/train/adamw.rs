@@ -22,8 +22,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Tensor};
 
+use super::adamw_update::AdamWUpdateOp;
 use super::precision::to_f32;
-use crate::model::fused;
 use align_kernels::AdamWScalars;
 
 /// Hyper-parameters, with transformers' defaults (not burn's).
@@ -73,6 +73,15 @@ impl<B: Backend> AdamW<B> {
         }
     }
 
+    /// Keeps the state of the parameters `keep` accepts (this replica's
+    /// shard of a sharded optimizer, `parallel::shards`).
+    pub fn retain(&mut self, keep: impl Fn(ParamId) -> bool) {
+        self.moments.retain(|id, _| keep(*id));
+        self.masters.retain(|id, _| keep(*id));
+    }
+}
+
+impl<B: AdamWUpdateOp> AdamW<B> {
     /// One update of every parameter that has a gradient, at learning rate `lr`.
     pub fn step<A, M>(&mut self, lr: f64, model: M, grads: GradientsParams) -> M
     where
@@ -86,13 +95,6 @@ impl<B: Backend> AdamW<B> {
             lr,
         };
         model.map(&mut mapper)
-    }
-
-    /// Keeps the state of the parameters `keep` accepts (this replica's
-    /// shard of a sharded optimizer, `parallel::shards`).
-    pub fn retain(&mut self, keep: impl Fn(ParamId) -> bool) {
-        self.moments.retain(|id, _| keep(*id));
-        self.masters.retain(|id, _| keep(*id));
     }
 
     /// The new value of one parameter (inner backend, no graph).
@@ -128,9 +130,7 @@ impl<B: Backend> AdamW<B> {
         };
         let step = self.step as i32;
         let scalars = AdamWScalars::for_step(lr, weight_decay, (beta1, beta2), eps, step);
-        let tensors = [&value, &grad, &moments.exp_avg, &moments.exp_avg_sq];
-        let [value, exp_avg, exp_avg_sq] = fused::adamw(tensors, scalars)
-            .unwrap_or_else(|| composed_update(value, grad, moments, scalars));
+        let [value, exp_avg, exp_avg_sq] = B::adamw_update(value, grad, moments, scalars);
         self.moments.insert(
             id,
             Moments {
@@ -146,25 +146,6 @@ impl<B: Backend> AdamW<B> {
     }
 }
 
-/// One AdamW update composed from tensor ops: `[value, exp_avg,
-/// exp_avg_sq]` after the step. Each scalar is an `f32` (a tensor op
-/// rounds its scalar to the tensor's dtype anyway), so that the fused CPU
-/// update (`model::fused::adamw`) can repeat the arithmetic bit for bit.
-fn composed_update<B: Backend>(
-    value: Tensor<B, 1>,
-    grad: Tensor<B, 1>,
-    moments: Moments<B>,
-    s: AdamWScalars,
-) -> [Tensor<B, 1>; 3] {
-    let value = value * s.decay;
-    // exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
-    let exp_avg = moments.exp_avg.clone() + (grad.clone() - moments.exp_avg) * s.one_minus_beta1;
-    let exp_avg_sq = moments.exp_avg_sq * s.beta2 + grad.clone() * grad * s.one_minus_beta2;
-    let denom = exp_avg_sq.clone().sqrt() / s.bias_correction2_sqrt + s.eps;
-    let value = value - exp_avg.clone() / denom * s.step_size;
-    [value, exp_avg, exp_avg_sq]
-}
-
 /// Walks the model, replacing each parameter by its updated value.
 struct Update<'a, A: AutodiffBackend> {
     optimizer: &'a mut AdamW<A::InnerBackend>,
@@ -172,7 +153,7 @@ struct Update<'a, A: AutodiffBackend> {
     lr: f64,
 }
 
-impl<A: AutodiffBackend> ModuleMapper<A> for Update<'_, A> {
+impl<A: AutodiffBackend<InnerBackend: AdamWUpdateOp>> ModuleMapper<A> for Update<'_, A> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<A, D>>) -> Param<Tensor<A, D>> {
         let (id, tensor, mapper) = param.consume();
         let Some(grad) = self.grads.remove::<A::InnerBackend, D>(id) else {
@@ -216,50 +197,6 @@ mod tests {
         let denom = v.sqrt() / (1.0f64 - 0.999f64.powi(2)).sqrt() + 1e-8;
         let p2 = p1 * (1.0 - 0.001) - 0.1 / (1.0 - 0.81) * m / denom;
         assert!((p.into_scalar() as f64 - p2).abs() < 1e-6, "{p2}");
-    }
-
-    /// The CPU backend's fused update (one multi-threaded pass) against the
-    /// composed ops it stands for, over many tasks' worth of elements: the
-    /// same bits in the value and both moments.
-    #[test]
-    fn the_fused_cpu_update_is_the_composed_one_bit_for_bit() {
-        let device = cpu_device();
-        let n = 100_003;
-        let tensor = |seed: usize, positive: bool| {
-            let values: Vec<f32> = (0..n)
-                .map(|i| (((i * 7919 + seed * 104_729) % 2001) as f32 - 1000.0) / 700.0)
-                .map(|x| if positive { x * x } else { x })
-                .collect();
-            Tensor::<Cpu, 1>::from_data(burn::tensor::TensorData::new(values, [n]), &device)
-        };
-        let scalars = AdamWScalars::for_step(3e-4, 0.01, (0.9, 0.999), 1e-8, 3);
-        let (value, grad, avg, avg_sq) = (
-            tensor(1, false),
-            tensor(2, false),
-            tensor(3, false),
-            tensor(4, true),
-        );
-        let fused = fused::adamw([&value, &grad, &avg, &avg_sq], scalars)
-            .expect("the CPU backend fuses the update");
-        let moments = Moments {
-            exp_avg: avg,
-            exp_avg_sq: avg_sq,
-        };
-        let composed = composed_update(value, grad, moments, scalars);
-        let bits = |t: Tensor<Cpu, 1>| -> Vec<u32> {
-            t.into_data()
-                .to_vec::<f32>()
-                .unwrap()
-                .iter()
-                .map(|x| x.to_bits())
-                .collect()
-        };
-        for (name, (f, c)) in ["value", "exp_avg", "exp_avg_sq"]
-            .iter()
-            .zip(fused.into_iter().zip(composed))
-        {
-            assert!(bits(f) == bits(c), "{name} differs");
-        }
     }
 
     /// bf16 mixed precision: 50 updates of 1e-4 each move an fp32 master

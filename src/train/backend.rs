@@ -1,25 +1,33 @@
 //! What training asks of a backend beyond burn's traits: the model's ops
-//! (`model::gemma::GemmaBackend`) wherever sequences are scored, on the
-//! autodiff backend the policy trains on and on the inner backend its
-//! evaluation and the frozen reference run on. Each op is fused on the CPU
-//! and composed from burn ops elsewhere (`model::gemma::ops`); the bounds
-//! hold for `Cpu`/`CpuTrain` and, with `--features cuda`, `Cuda`/`CudaTrain`.
+//! (`model::gemma::GemmaBackend`) and the token log-probs
+//! (`train::token_logps`) wherever sequences are scored, on the autodiff
+//! backend the policy trains on and on the inner backend its evaluation
+//! and the frozen reference run on, and the AdamW update
+//! (`train::adamw_update`) on the inner backend. Each op is fused on the
+//! CPU and composed from burn ops elsewhere (`model::gemma::ops` says how);
+//! the bounds hold for `Cpu`/`CpuTrain` and, with `--features cuda`,
+//! `Cuda`/`CudaTrain`.
 
 use burn::tensor::backend::AutodiffBackend;
 
+use super::adamw_update::AdamWUpdateOp;
+use super::token_logps::TokenLogpsOp;
 use crate::model::gemma::GemmaBackend;
 
 /// A backend sequences are scored on (`train::logps`).
-pub trait LogpsBackend: GemmaBackend {}
+pub trait LogpsBackend: GemmaBackend + TokenLogpsOp {}
 
-impl<B: GemmaBackend> LogpsBackend for B {}
+impl<B: GemmaBackend + TokenLogpsOp> LogpsBackend for B {}
 
 /// An autodiff backend the trainer runs on.
-pub trait TrainBackend: AutodiffBackend<InnerBackend: LogpsBackend> + LogpsBackend {}
+pub trait TrainBackend:
+    AutodiffBackend<InnerBackend: LogpsBackend + AdamWUpdateOp> + LogpsBackend
+{
+}
 
 impl<A> TrainBackend for A
 where
     A: AutodiffBackend + LogpsBackend,
-    A::InnerBackend: LogpsBackend,
+    A::InnerBackend: LogpsBackend + AdamWUpdateOp,
 {
 }

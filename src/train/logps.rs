@@ -9,8 +9,6 @@
 //! `[rows, seq, vocab]` logits are never materialised at once (with Gemma's
 //! 256k vocabulary they would be the largest tensor of the step).
 
-use crate::model::fused;
-use crate::model::ops::log_softmax;
 use align_kernels::RowStats;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
@@ -127,20 +125,16 @@ pub fn sequence_logps<B: LogpsBackend>(
             .iter()
             .map(|&(r, t)| (r * width + t - 1) as i64)
             .collect();
-        let targets: Vec<i64> = chunk
+        let targets: Vec<usize> = chunk
             .iter()
-            .map(|&(r, t)| batch.input_ids[r * width + t])
+            .map(|&(r, t)| batch.input_ids[r * width + t] as usize)
             .collect();
         let n = chunk.len();
         let positions = Tensor::<B, 1, Int>::from_data(TensorData::new(predicting, [n]), device);
         let logits = model
             .logits(hidden.clone().select(0, positions))
             .cast(DType::F32);
-        let target_indices: Vec<usize> = targets.iter().map(|&t| t as usize).collect();
-        let (logps, row_stats) = match fused::token_logps(&logits, &target_indices) {
-            Some(fused) => fused,
-            None => composed_token_logps(logits, &targets, device),
-        };
+        let (logps, row_stats) = B::token_logps(logits, &targets);
         picked.push(logps);
         add_row_stats(&mut stats, chunk, &row_stats);
     }
@@ -190,45 +184,6 @@ fn add_position_logits<B: LogpsBackend>(
     for (row, chunk) in means.chunks(width.max(1)).enumerate() {
         stats[row].position_logits_sum = chunk.iter().map(|&m| f64::from(m)).sum();
     }
-}
-
-/// Each row's target log-probability (differentiable) and statistics, from
-/// the log-softmax and a gather (the fused CPU path, `fused::token_logps`,
-/// computes the same in one pass per row).
-fn composed_token_logps<B: Backend>(
-    logits: Tensor<B, 2>,
-    targets: &[i64],
-    device: &B::Device,
-) -> (Tensor<B, 1>, Vec<RowStats>) {
-    let n = targets.len();
-    let logps = log_softmax(logits.clone(), 1);
-    let target_ids =
-        Tensor::<B, 2, Int>::from_data(TensorData::new(targets.to_vec(), [n, 1]), device);
-    let picked = logps.clone().gather(1, target_ids).reshape([n]);
-    let (logits, logps) = (logits.detach(), logps.detach());
-    let host = |t: Tensor<B, 1>| {
-        t.into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .expect("f32 statistics")
-    };
-    let mean_logits = host(logits.clone().mean_dim(1).reshape([n]));
-    let entropy = host((logps.clone().exp() * logps).sum_dim(1).reshape([n]).neg());
-    let argmax = logits
-        .argmax(1)
-        .reshape([n])
-        .into_data()
-        .convert::<i64>()
-        .to_vec::<i64>()
-        .expect("argmax ids");
-    let stats = (0..n)
-        .map(|i| RowStats {
-            mean_logit: mean_logits[i],
-            entropy: entropy[i],
-            target_is_top: argmax[i] == targets[i],
-        })
-        .collect();
-    (picked, stats)
 }
 
 /// Adds each scored token's row statistics to its sequence's.

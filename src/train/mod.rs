@@ -3,6 +3,7 @@
 
 pub mod accounting;
 pub mod adamw;
+pub mod adamw_update;
 pub mod backend;
 pub mod checkpoint;
 pub mod compat;
@@ -23,6 +24,7 @@ pub mod run;
 pub mod schedule;
 pub mod sft;
 pub mod stage;
+pub mod token_logps;
 pub mod trainer;
 pub mod trl07;
 

@@ -117,8 +117,8 @@ fn repeat_kv<B: Backend>(x: Tensor<B, 4>, heads: usize) -> Tensor<B, 4> {
 /// differ in the last bit. TRL's policy and reference run the same kernels:
 /// at step 1 (policy = reference) its rewards are exactly 0 and
 /// `rewards/accuracies` (a strict `>`) exactly 0. Composing the ops here
-/// makes both backends compute the same bits (`model::ops::log_softmax` does
-/// the same for the log-softmax).
+/// makes both backends compute the same bits (`train::token_logps` does the
+/// same for the log-softmax).
 pub fn softmax<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
     let max = x.clone().detach().max_dim(dim);
     let exp = (x - max).exp();
