@@ -9,6 +9,7 @@
 mod common;
 
 use align::backend::{Cpu, CpuTrain, cpu_device};
+use align::model::gemma::{EachLayer, LayerRunner};
 use align::model::hf::load_gemma;
 use align::train::TrainBackend;
 use align::train::dpo::{DpoLossKind, DpoLossSpec};
@@ -47,7 +48,11 @@ fn gradients<A: TrainBackend<InnerBackend = Cpu, Device = Device<Cpu>>>(
         }
         false => (policy, None),
     };
-    let (loss, _) = objective.train_loss(&policy, &micro_batch());
+    let layers: &dyn LayerRunner<A> = match &recompute {
+        Some(recompute) => recompute.as_ref(),
+        None => &EachLayer,
+    };
+    let (loss, _) = objective.train_loss(&policy, layers, &micro_batch());
     let value = loss
         .clone()
         .into_data()

@@ -14,7 +14,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
 
 use super::LogpsBackend;
-use crate::model::gemma::{ForwardInput, Gemma};
+use crate::model::gemma::{EachLayer, ForwardInput, Gemma, LayerRunner};
 
 /// Upper bound on the logits elements of one chunk (128 MiB in fp32); the
 /// memory plan (`plan::memory`) sizes the backward's transient buffers by it.
@@ -91,6 +91,16 @@ pub fn sequence_logps<B: LogpsBackend>(
     batch: &ScoredBatch,
     device: &B::Device,
 ) -> SequenceLogps<B> {
+    sequence_logps_through(model, &EachLayer, batch, device)
+}
+
+/// [`sequence_logps`] with the model's decoder layers run by `layers`.
+pub fn sequence_logps_through<B: LogpsBackend>(
+    model: &Gemma<B>,
+    layers: &dyn LayerRunner<B>,
+    batch: &ScoredBatch,
+    device: &B::Device,
+) -> SequenceLogps<B> {
     let ScoredBatch { rows, width, .. } = *batch;
     let ids = Tensor::<B, 2, Int>::from_data(
         TensorData::new(batch.input_ids.clone(), [rows, width]),
@@ -100,11 +110,12 @@ pub fn sequence_logps<B: LogpsBackend>(
         TensorData::new(batch.attention_mask.clone(), [rows, width]),
         device,
     );
-    let hidden = model.forward_hidden(ForwardInput {
+    let input = ForwardInput {
         input_ids: ids,
         attention_mask: Some(mask),
         positions: batch.positions.clone(),
-    });
+    };
+    let hidden = model.forward_hidden_through(input, layers);
     let hidden_size = hidden.dims()[2];
     let hidden = hidden.reshape([rows * width, hidden_size]);
 

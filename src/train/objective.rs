@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::model::gemma::Gemma;
+use crate::model::gemma::{Gemma, LayerRunner};
 
 /// Logged metrics of one micro-batch, by TRL's names (`rewards/chosen`, ...).
 pub type Metrics = BTreeMap<String, f64>;
@@ -18,8 +18,16 @@ pub trait Objective<A: AutodiffBackend> {
 
     /// The loss numerator of one micro-batch (differentiable, shape `[1]`) and
     /// its detached metrics. The step's loss is the sum of the numerators of
-    /// its micro-batches divided by [`Objective::normalizer`].
-    fn train_loss(&mut self, policy: &Gemma<A>, batch: &Self::Batch) -> (Tensor<A, 1>, Metrics);
+    /// its micro-batches divided by [`Objective::normalizer`]. The policy's
+    /// forward passes run its decoder layers through `layers`: the plain
+    /// loop (`EachLayer`) or the trainer's gradient checkpointing
+    /// (`train::recompute`).
+    fn train_loss(
+        &mut self,
+        policy: &Gemma<A>,
+        layers: &dyn LayerRunner<A>,
+        batch: &Self::Batch,
+    ) -> (Tensor<A, 1>, Metrics);
 
     /// The loss (already normalised for this one batch) and metrics of an
     /// evaluation batch, without a graph.

@@ -8,11 +8,13 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 
 use super::dpo::{DpoLossSpec, PairLogps, dpo_loss};
-use super::logps::{ScoredBatch, SequenceLogps, SequenceStats, sequence_logps};
+use super::logps::{
+    ScoredBatch, SequenceLogps, SequenceStats, sequence_logps, sequence_logps_through,
+};
 use super::objective::{Metrics, Objective};
 use super::{LogpsBackend, TrainBackend};
 use crate::backend::runs_reference_alongside;
-use crate::model::gemma::Gemma;
+use crate::model::gemma::{Gemma, LayerRunner};
 
 /// `pairs` preference pairs as one batch of `2 × pairs` sequences: rows
 /// `0..pairs` are the chosen completions, rows `pairs..2·pairs` the rejected
@@ -102,11 +104,12 @@ impl<A: TrainBackend> Objective<A> for DpoObjective<A> {
     fn train_loss(
         &mut self,
         policy: &Gemma<A>,
+        layers: &dyn LayerRunner<A>,
         batch: &PreferenceBatch,
     ) -> (Tensor<A, 1>, Metrics) {
         let device = self.device.clone();
         let (reference, policy_out) = self.reference.with_policy(batch, &device, || {
-            sequence_logps(policy, &batch.sequences, &device)
+            sequence_logps_through(policy, layers, &batch.sequences, &device)
         });
         let reference = Tensor::<A, 1>::from_inner(reference);
         preference_loss(&self.spec, batch, policy_out, reference)

@@ -7,13 +7,15 @@
 //! burn's own `BalancedCheckpointing` keeps every matmul, cast and
 //! reduction output of every layer.
 //!
-//! The model's forward calls [`LayerRecompute`] (a `LayerRunner`) in place
-//! of its layer loop and gets the last layer's output as a fresh leaf, so
-//! the loss's backward stops there. [`LayerRecompute::backward`] then
-//! carries the leaf's gradient down the layers and into the embedding.
-//! Each layer's backward is the one of the plain graph, fed the same
-//! gradient, so the gradients are those without checkpointing (checked bit
-//! for bit in `tests/gradient_checkpointing.rs`).
+//! [`LayerRecompute`] is a `LayerRunner`: the trainer hands it to the
+//! objective, whose forward passes of the policy run their decoder layers
+//! through it (`Gemma::forward_hidden_through`) and get the last layer's
+//! output as a fresh leaf, so the loss's backward stops there. The model
+//! itself knows nothing of it. [`LayerRecompute::backward`] then carries
+//! the leaf's gradient down the layers and into the embedding. Each
+//! layer's backward is the one of the plain graph, fed the same gradient,
+//! so the gradients are those without checkpointing (checked bit for bit
+//! in `tests/gradient_checkpointing.rs`).
 
 use std::sync::{Arc, Mutex};
 
@@ -26,7 +28,7 @@ use super::TrainBackend;
 use crate::model::gemma::attention::AttentionMask;
 use crate::model::gemma::block::DecoderLayer;
 use crate::model::gemma::rope::RopeTable;
-use crate::model::gemma::{Gemma, LayerRunner, LayerRunnerSlot};
+use crate::model::gemma::{Gemma, LayerRunner};
 
 /// What one forward pass leaves for its backward.
 struct Tape<A: AutodiffBackend> {
@@ -55,12 +57,11 @@ impl<A: AutodiffBackend> Default for LayerRecompute<A> {
 }
 
 impl<A: TrainBackend> LayerRecompute<A> {
-    /// `model` with its layers run through a new recompute, and the recompute.
+    /// A new recompute for `model`'s training, and the model, unchanged:
+    /// the recompute goes to the trainer (`Trainer::recompute`), which runs
+    /// the model's forward passes through it.
     pub fn install(model: Gemma<A>) -> (Gemma<A>, Arc<Self>) {
-        let recompute = Arc::new(Self::default());
-        let runner: Arc<dyn LayerRunner<A>> = recompute.clone();
-        let model = model.with_layer_runner(Some(LayerRunnerSlot::new::<A>(runner)));
-        (model, recompute)
+        (model, Arc::new(Self::default()))
     }
 
     /// The parameters' gradients of the loss whose backward gave `grads`:

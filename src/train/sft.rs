@@ -10,10 +10,10 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use super::TrainBackend;
-use super::logps::{ScoredBatch, SequenceLogps, sequence_logps};
+use super::logps::{ScoredBatch, SequenceLogps, sequence_logps, sequence_logps_through};
 use super::objective::{Metrics, Objective};
 use super::preference::scalar;
-use crate::model::gemma::Gemma;
+use crate::model::gemma::{Gemma, LayerRunner};
 
 /// A right-padded batch of conversations; `scored` marks the label tokens
 /// (labels ≠ -100).
@@ -26,8 +26,13 @@ pub struct SftObjective<B: Backend> {
 impl<A: TrainBackend> Objective<A> for SftObjective<A> {
     type Batch = SftBatch;
 
-    fn train_loss(&mut self, policy: &Gemma<A>, batch: &SftBatch) -> (Tensor<A, 1>, Metrics) {
-        let out = sequence_logps(policy, batch, &self.device);
+    fn train_loss(
+        &mut self,
+        policy: &Gemma<A>,
+        layers: &dyn LayerRunner<A>,
+        batch: &SftBatch,
+    ) -> (Tensor<A, 1>, Metrics) {
+        let out = sequence_logps_through(policy, layers, batch, &self.device);
         let metrics = token_metrics(&out);
         (out.sums.sum().neg(), metrics)
     }

@@ -30,7 +30,7 @@ use super::preference::scalar;
 use super::recompute::LayerRecompute;
 use super::schedule::Schedule;
 use crate::log::{LogEntry, MetricsSink};
-use crate::model::gemma::Gemma;
+use crate::model::gemma::{EachLayer, Gemma, LayerRunner};
 
 /// The loop's settings, resolved from a recipe.
 #[derive(Clone, Debug, PartialEq)]
@@ -130,7 +130,7 @@ pub struct Trainer<'a, A: AutodiffBackend, O: Objective<A>> {
     /// (one device by default: every exchange a no-op).
     pub exchange: Box<dyn GradientExchange<A>>,
     /// Per-layer gradient checkpointing: the recompute the policy's
-    /// forward passes record into (`LayerRecompute::install`).
+    /// forward passes run their layers through and record into.
     pub recompute: Option<Arc<LayerRecompute<A>>>,
 }
 
@@ -430,7 +430,11 @@ fn micro_batch_backward<A: TrainBackend, O: Objective<A>>(
     index: usize,
     normalizer: f64,
 ) -> MicroBatch {
-    let (loss, metrics) = objective.train_loss(model, batch);
+    let layers: &dyn LayerRunner<A> = match recompute {
+        Some(recompute) => recompute,
+        None => &EachLayer,
+    };
+    let (loss, metrics) = objective.train_loss(model, layers, batch);
     let numerator = scalar(loss.clone().detach().inner());
     let grads = (loss / normalizer).backward();
     let grads = match recompute {

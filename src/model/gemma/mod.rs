@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 pub use build::{RandomInit, WeightSource};
 pub use config::{Activation, ActivationRule, GemmaConfig};
-pub use model::{ForwardInput, Gemma, KvCache, LayerRunner, LayerRunnerSlot};
+pub use model::{EachLayer, ForwardInput, Gemma, KvCache, LayerRunner};
 pub use ops::GemmaBackend;
 
 /// Errors reading a `config.json`.

@@ -6,9 +6,6 @@
 //! vocabulary the `[batch, seq, vocab]` logits are the largest tensor of a
 //! step, so callers (`train::logps`) apply [`Gemma::logits`] chunk by chunk.
 
-use std::any::Any;
-use std::sync::Arc;
-
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor};
@@ -72,16 +69,13 @@ pub struct Gemma<B: Backend> {
     config: GemmaConfig,
     #[module(skip)]
     rope: Rope,
-    /// Runs the decoder layers instead of the plain loop when set (per-layer
-    /// gradient checkpointing).
-    #[module(skip)]
-    layer_runner: Option<LayerRunnerSlot>,
 }
 
-/// A replacement for the plain loop over the decoder layers of a forward
-/// pass: the trainer's per-layer gradient checkpointing
-/// (`train::recompute`) runs them without a graph and keeps their inputs.
-pub trait LayerRunner<B: Backend>: Send + Sync {
+/// How a forward pass runs the decoder layers, chosen by its caller:
+/// [`EachLayer`], the plain loop, or the trainer's per-layer gradient
+/// checkpointing (`train::recompute`), which runs them without a graph and
+/// keeps their inputs.
+pub trait LayerRunner<B: Backend> {
     fn run(
         &self,
         layers: &[DecoderLayer<B>],
@@ -91,25 +85,21 @@ pub trait LayerRunner<B: Backend>: Send + Sync {
     ) -> Tensor<B, 3>;
 }
 
-/// A [`LayerRunner`] for the model's backend, type-erased so that copies of
-/// the model on other backends (its `valid()` twin for evaluation) carry it
-/// along without using it.
-#[derive(Clone)]
-pub struct LayerRunnerSlot(Arc<dyn Any + Send + Sync>);
+/// The plain loop: each layer's output is the next one's input.
+pub struct EachLayer;
 
-impl LayerRunnerSlot {
-    pub fn new<B: Backend>(runner: Arc<dyn LayerRunner<B>>) -> Self {
-        Self(Arc::new(runner))
-    }
-
-    fn get<B: Backend>(&self) -> Option<&Arc<dyn LayerRunner<B>>> {
-        self.0.downcast_ref()
-    }
-}
-
-impl std::fmt::Debug for LayerRunnerSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LayerRunnerSlot")
+impl<B: GemmaBackend> LayerRunner<B> for EachLayer {
+    fn run(
+        &self,
+        layers: &[DecoderLayer<B>],
+        mut x: Tensor<B, 3>,
+        rope: &RopeTable<B>,
+        mask: &AttentionMask<B>,
+    ) -> Tensor<B, 3> {
+        for layer in layers {
+            x = layer.forward(x, rope, mask);
+        }
+        x
     }
 }
 
@@ -129,15 +119,7 @@ impl<B: Backend> Gemma<B> {
             lm_head: lm_head.map(Linear::new),
             config,
             rope,
-            layer_runner: None,
         }
-    }
-
-    /// The model whose forward passes run their decoder layers through
-    /// `runner` (`None`: the plain loop).
-    pub fn with_layer_runner(mut self, runner: Option<LayerRunnerSlot>) -> Self {
-        self.layer_runner = runner;
-        self
     }
 
     pub fn config(&self) -> &GemmaConfig {
@@ -153,6 +135,15 @@ impl<B: Backend> Gemma<B> {
 impl<B: GemmaBackend> Gemma<B> {
     /// Final-norm hidden states `[batch, seq, hidden]` for every position.
     pub fn forward_hidden(&self, input: ForwardInput<B>) -> Tensor<B, 3> {
+        self.forward_hidden_through(input, &EachLayer)
+    }
+
+    /// [`Gemma::forward_hidden`] with the decoder layers run by `layers`.
+    pub fn forward_hidden_through(
+        &self,
+        input: ForwardInput<B>,
+        layers: &dyn LayerRunner<B>,
+    ) -> Tensor<B, 3> {
         let [batch, seq] = input.input_ids.dims();
         let device = input.input_ids.device();
         let dtype = self.dtype();
@@ -166,19 +157,8 @@ impl<B: GemmaBackend> Gemma<B> {
             mask = mask.within_documents(rows, &device);
         }
         let mask = mask.for_heads(self.config.num_attention_heads);
-        let mut x = self.embed_tokens.forward(input.input_ids) * self.embedding_scale(dtype);
-        match self
-            .layer_runner
-            .as_ref()
-            .and_then(LayerRunnerSlot::get::<B>)
-        {
-            Some(runner) => x = runner.run(&self.layers, x, &rope, &mask),
-            None => {
-                for layer in &self.layers {
-                    x = layer.forward(x, &rope, &mask);
-                }
-            }
-        }
+        let x = self.embed_tokens.forward(input.input_ids) * self.embedding_scale(dtype);
+        let x = layers.run(&self.layers, x, &rope, &mask);
         self.norm.forward(x)
     }
 

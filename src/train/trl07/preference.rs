@@ -16,10 +16,10 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 
 use super::loss::Trl07Loss;
-use crate::model::gemma::Gemma;
+use crate::model::gemma::{Gemma, LayerRunner};
 use crate::train::TrainBackend;
 use crate::train::dpo::PairLogps;
-use crate::train::logps::{SequenceLogps, SequenceStats, sequence_logps};
+use crate::train::logps::{SequenceLogps, SequenceStats, sequence_logps, sequence_logps_through};
 use crate::train::objective::{Metrics, Objective};
 use crate::train::preference::{PreferenceBatch, Reference, host, reward_metrics, scalar};
 
@@ -37,11 +37,12 @@ impl<A: TrainBackend> Objective<A> for Trl07DpoObjective<A> {
     fn train_loss(
         &mut self,
         policy: &Gemma<A>,
+        layers: &dyn LayerRunner<A>,
         batch: &PreferenceBatch,
     ) -> (Tensor<A, 1>, Metrics) {
         let device = self.device.clone();
         let (reference, policy_out) = self.reference.with_policy(batch, &device, || {
-            sequence_logps(policy, &batch.sequences, &device)
+            sequence_logps_through(policy, layers, &batch.sequences, &device)
         });
         let reference = Tensor::<A, 1>::from_inner(reference);
         preference_loss(&self.loss, batch, policy_out, reference)

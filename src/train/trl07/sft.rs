@@ -7,9 +7,9 @@
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-use crate::model::gemma::Gemma;
+use crate::model::gemma::{Gemma, LayerRunner};
 use crate::train::TrainBackend;
-use crate::train::logps::{ScoredBatch, sequence_logps};
+use crate::train::logps::{ScoredBatch, sequence_logps, sequence_logps_through};
 use crate::train::objective::{Metrics, Objective};
 use crate::train::preference::scalar;
 
@@ -22,8 +22,13 @@ pub struct Trl07SftObjective<B: Backend> {
 impl<A: TrainBackend> Objective<A> for Trl07SftObjective<A> {
     type Batch = ScoredBatch;
 
-    fn train_loss(&mut self, policy: &Gemma<A>, batch: &ScoredBatch) -> (Tensor<A, 1>, Metrics) {
-        let out = sequence_logps(policy, batch, &self.device);
+    fn train_loss(
+        &mut self,
+        policy: &Gemma<A>,
+        layers: &dyn LayerRunner<A>,
+        batch: &ScoredBatch,
+    ) -> (Tensor<A, 1>, Metrics) {
+        let out = sequence_logps_through(policy, layers, batch, &self.device);
         let tokens = batch.scored_tokens().max(1) as f64;
         (out.sums.sum().neg().div_scalar(tokens), Metrics::new())
     }
