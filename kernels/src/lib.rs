@@ -9,7 +9,8 @@
 //! its products pay for an extra copy of each output and a transposed
 //! weight gradient, and causal attention for the masked half of its
 //! scores. These kernels do each in one pass, forward and backward;
-//! `align::model::fused` plugs them into burn. Kept apart so that the dev
+//! `align::model::gemma::ops` (and `align::train`'s `token_logps` and
+//! `adamw_update`) plug them into burn. Kept apart so that the dev
 //! profile can build them with full optimisation (loop vectorisation needs
 //! `opt-level = 3`) while the main crate builds fast.
 
