@@ -1,6 +1,8 @@
 //! The one place that names concrete burn backends. Everything else is generic
-//! over `B: Backend` (or `B: AutodiffBackend` for training) and picks its types
-//! from here. `flex` binds align's fused CPU kernels to burn's CPU backend.
+//! over `B: Backend` or the extension traits on it (`model::gemma::GemmaBackend`
+//! for the model, `train::TrainBackend` for training) and picks its types from
+//! here. `flex` is what the bindings of align's fused CPU kernels to burn's CPU
+//! backend share (each op's own binding is in the op's file).
 
 use burn::backend::Autodiff;
 pub use burn::tensor::backend::{AutodiffBackend, Backend};
