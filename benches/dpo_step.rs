@@ -31,7 +31,8 @@
 //! (formula in `flops_per_step`'s doc), `peak_rss_bytes` (host), and
 //! `estimate_bytes`, the `--dry-run` memory estimate of this shape
 //! (`plan::memory`, one device, no ZeRO sharding).
-//! Run with `scripts/bench-dpo.sh` or `scripts/gpu-check.sh`.
+//! Run with `scripts/bench-dpo.sh`, or by the GPU bundle
+//! (`scripts/gpu-bundle/run.sh`), which passes `--bench` as cargo does.
 
 use std::time::Instant;
 
@@ -422,6 +423,13 @@ fn cuda(_: &Options) -> (Vec<f64>, Vec<f64>) {
 }
 
 fn main() {
+    // `cargo test` builds this bench too (`test = true` in Cargo.toml, so
+    // the GPU bundle's test finds its executable) and runs it without
+    // arguments; `cargo bench` and the bundle pass `--bench`.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("dpo_step: a benchmark; run it with `cargo bench --bench dpo_step`");
+        return;
+    }
     align::backend::keep_freed_memory();
     let options = Options::from_env();
     let shape = &options.shape;

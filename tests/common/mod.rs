@@ -7,11 +7,16 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-/// `tests/fixtures/<name>` (copied from the reference fixtures).
+/// `tests/fixtures/<name>` (copied from the reference fixtures), or
+/// `$ALIGN_TEST_FIXTURES/<name>`: the GPU bundle runs these executables on a
+/// machine without this source tree, with the fixtures copied beside them.
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    match std::env::var_os("ALIGN_TEST_FIXTURES") {
+        Some(root) => PathBuf::from(root).join(name),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    }
 }
 
 /// Every line of a JSONL file, parsed.
