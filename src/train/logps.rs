@@ -150,32 +150,11 @@ pub fn sequence_logps_through<B: LogpsBackend>(
         add_row_stats(&mut stats, chunk, &row_stats);
     }
     let picked = Tensor::cat(picked, 0);
+    let owners: Vec<usize> = scored.iter().map(|&(row, _)| row).collect();
     SequenceLogps {
-        sums: sum_per_row(picked, &scored, rows, device),
+        sums: B::sum_per_row(picked, &owners, rows),
         stats,
     }
-}
-
-/// `[tokens]` values summed into `[rows]` by a `[rows, tokens]` 0/1 matrix
-/// (one matmul, differentiable).
-fn sum_per_row<B: Backend>(
-    values: Tensor<B, 1>,
-    owners: &[(usize, usize)],
-    rows: usize,
-    device: &B::Device,
-) -> Tensor<B, 1> {
-    let tokens = owners.len();
-    let mut membership = vec![0f32; rows * tokens];
-    for (i, &(r, _)) in owners.iter().enumerate() {
-        membership[r * tokens + i] = 1.0;
-    }
-    let membership = Tensor::<B, 2>::from_data(
-        TensorData::new(membership, [rows, tokens]),
-        (device, DType::F32),
-    );
-    membership
-        .matmul(values.reshape([tokens, 1]))
-        .reshape([rows])
 }
 
 /// Every position's vocabulary-mean logit, summed per row (detached).

@@ -22,6 +22,7 @@ pub mod reference;
 pub mod resume;
 pub mod run;
 pub mod schedule;
+pub mod sequence_sums;
 pub mod sft;
 pub mod stage;
 pub mod token_logps;
