@@ -9,10 +9,12 @@
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{DType, ElementConversion, Tensor};
+use burn::tensor::{DType, Tensor};
 
 /// The squared L2 norm of each parameter's gradient (fp32), in visiting
-/// order; 0 for a parameter without one here.
+/// order; 0 for a parameter without one here. Each is summed on the device
+/// and all are read back to the host at once: one wait for the device per
+/// step, not one per parameter.
 pub fn squared_norms<A: AutodiffBackend, M: AutodiffModule<A>>(
     model: &M,
     grads: &GradientsParams,
@@ -20,10 +22,15 @@ pub fn squared_norms<A: AutodiffBackend, M: AutodiffModule<A>>(
     let mut visitor = SquaredNorms::<A> {
         grads,
         squares: Vec::new(),
-        _backend: std::marker::PhantomData,
     };
     model.visit(&mut visitor);
-    visitor.squares
+    if visitor.squares.is_empty() {
+        return Vec::new();
+    }
+    Tensor::cat(visitor.squares, 0)
+        .into_data()
+        .to_vec::<f32>()
+        .expect("f32 squared norms")
 }
 
 /// The norm from [`squared_norms`]: summed in fp32 in order, the root in f64.
@@ -73,22 +80,18 @@ pub fn clip_to_norm<A: AutodiffBackend, M: AutodiffModule<A>>(
 
 struct SquaredNorms<'a, A: AutodiffBackend> {
     grads: &'a GradientsParams,
-    squares: Vec<f32>,
-    _backend: std::marker::PhantomData<A>,
+    /// One `[1]` fp32 tensor per parameter, on its gradient's device.
+    squares: Vec<Tensor<A::InnerBackend, 1>>,
 }
 
 impl<A: AutodiffBackend> ModuleVisitor<A> for SquaredNorms<'_, A> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<A, D>>) {
-        let square = self
-            .grads
-            .get::<A::InnerBackend, D>(param.id)
-            .map_or(0.0, |grad| {
-                grad.cast(DType::F32)
-                    .powi_scalar(2)
-                    .sum()
-                    .into_scalar()
-                    .elem::<f32>()
-            });
+        let square = match self.grads.get::<A::InnerBackend, D>(param.id) {
+            Some(grad) => grad.cast(DType::F32).powi_scalar(2).sum(),
+            None => {
+                Tensor::<A::InnerBackend, 1>::zeros([1], &param.val().device()).cast(DType::F32)
+            }
+        };
         self.squares.push(square);
     }
 }
