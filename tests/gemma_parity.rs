@@ -34,8 +34,7 @@ fn completion_token_logps(model: &Gemma<Cpu>, batch: &[Sequence]) -> Vec<Vec<f64
     let rows = batch.len();
     let input_ids =
         Tensor::<Cpu, 2, Int>::from_data(TensorData::new(ids.clone(), [rows, width]), &device);
-    let attention = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(mask, [rows, width]), &device);
-    let logits = model.forward(ForwardInput::new(input_ids, Some(attention)));
+    let logits = model.forward(ForwardInput::new(input_ids, Some(mask)));
     let logps = log_softmax(logits, 2);
     let vocab = logps.dims()[2];
     let values = logps.into_data().to_vec::<f32>().unwrap();

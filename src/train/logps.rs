@@ -106,13 +106,9 @@ pub fn sequence_logps_through<B: LogpsBackend>(
         TensorData::new(batch.input_ids.clone(), [rows, width]),
         device,
     );
-    let mask = Tensor::<B, 2, Int>::from_data(
-        TensorData::new(batch.attention_mask.clone(), [rows, width]),
-        device,
-    );
     let input = ForwardInput {
         input_ids: ids,
-        attention_mask: Some(mask),
+        attention_mask: Some(batch.attention_mask.clone()),
         positions: batch.positions.clone(),
     };
     let hidden = model.forward_hidden_through(input, layers);

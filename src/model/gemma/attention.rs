@@ -4,7 +4,7 @@
 
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Tensor, TensorData};
 
 use super::linear::Linear;
 use super::ops::GemmaBackend;
@@ -45,22 +45,20 @@ impl<A: burn::tensor::backend::AutodiffBackend> AttentionMask<A> {
 
 impl<B: Backend> AttentionMask<B> {
     /// Causal mask (the keys after each query blocked), plus padded keys
-    /// blocked where `padding` (`[batch, seq]`, 1 = token, 0 = padding) is
-    /// given. Built on the host: broadcasting a causal and a padding mask
-    /// and or-ing them was a strided pass on one thread of the CPU backend.
-    pub fn causal(
-        padding: Option<Tensor<B, 2, Int>>,
-        batch: usize,
-        seq: usize,
-        device: &B::Device,
-    ) -> Self {
-        let padding: Option<Vec<i64>> = padding.map(|mask| {
-            mask.into_data()
-                .convert::<i64>()
-                .to_vec()
-                .expect("an integer attention mask")
-        });
-        let is_padding = |b: usize, k: usize| padding.as_ref().is_some_and(|p| p[b * seq + k] == 0);
+    /// blocked where `padding` (`[batch, seq]` row-major, 1 = token, 0 =
+    /// padding) is given. Built on the host from the host's padding mask:
+    /// broadcasting a causal and a padding mask and or-ing them was a
+    /// strided pass on one thread of the CPU backend, and reading a device
+    /// mask back would wait for the device.
+    pub fn causal(padding: Option<&[i64]>, batch: usize, seq: usize, device: &B::Device) -> Self {
+        if let Some(padding) = padding {
+            assert_eq!(
+                padding.len(),
+                batch * seq,
+                "attention mask of {batch} x {seq}"
+            );
+        }
+        let is_padding = |b: usize, k: usize| padding.is_some_and(|p| p[b * seq + k] == 0);
         let mut blocked = Vec::with_capacity(batch * seq * seq);
         for b in 0..batch {
             for query in 0..seq {
@@ -236,8 +234,7 @@ mod tests {
     #[test]
     fn causal_mask_blocks_future_and_padding() {
         let device = cpu_device();
-        let padding = Tensor::<Cpu, 2, Int>::from_data([[1, 1, 0]], &device);
-        let mask = AttentionMask::causal(Some(padding), 1, 3, &device);
+        let mask = AttentionMask::<Cpu>::causal(Some(&[1, 1, 0]), 1, 3, &device);
         let blocked = mask.blocked.into_data().to_vec::<bool>().unwrap();
         #[rustfmt::skip]
         let expected = [
@@ -278,7 +275,7 @@ mod tests {
             DType::F32,
             &device,
         );
-        let mask = AttentionMask::causal(None, 1, 3, &device);
+        let mask = AttentionMask::<Cpu>::causal(None, 1, 3, &device);
         let out = attention
             .forward(x, &rope, &mask)
             .into_data()

@@ -24,14 +24,16 @@ use super::rope::{Rope, RopeTable, TableShape};
 pub struct ForwardInput<B: Backend> {
     /// `[batch, seq]` token ids.
     pub input_ids: Tensor<B, 2, Int>,
-    /// `[batch, seq]`, 1 = token, 0 = padding. `None`: no padding.
-    pub attention_mask: Option<Tensor<B, 2, Int>>,
+    /// `[batch, seq]` row-major on the host, 1 = token, 0 = padding.
+    /// `None`: no padding. The mask is built on the host
+    /// (`AttentionMask::causal`), so it never goes to the device and back.
+    pub attention_mask: Option<Vec<i64>>,
     /// Position ids per row; `None`: `0..seq` for every row (right padding).
     pub positions: Option<Vec<Vec<usize>>>,
 }
 
 impl<B: Backend> ForwardInput<B> {
-    pub fn new(input_ids: Tensor<B, 2, Int>, attention_mask: Option<Tensor<B, 2, Int>>) -> Self {
+    pub fn new(input_ids: Tensor<B, 2, Int>, attention_mask: Option<Vec<i64>>) -> Self {
         Self {
             input_ids,
             attention_mask,
@@ -152,7 +154,7 @@ impl<B: GemmaBackend> Gemma<B> {
             Some(rows) => self.rope.table(rows, shape, dtype, &device),
             None => self.rope.table_for_length(seq, shape, dtype, &device),
         };
-        let mut mask = AttentionMask::causal(input.attention_mask, batch, seq, &device);
+        let mut mask = AttentionMask::causal(input.attention_mask.as_deref(), batch, seq, &device);
         if let Some(rows) = &input.positions {
             mask = mask.within_documents(rows, &device);
         }
