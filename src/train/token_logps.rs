@@ -65,26 +65,32 @@ pub fn composed<B: Backend>(
         Tensor::<B, 2, Int>::from_data(TensorData::new(targets.clone(), [n, 1]), &device);
     let picked = logps.clone().gather(1, target_ids).reshape([n]);
     let (logits, logps) = (logits.detach(), logps.detach());
-    let host = |t: Tensor<B, 1>| {
-        t.into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .expect("f32 statistics")
-    };
-    let mean_logits = host(logits.clone().mean_dim(1).reshape([n]));
-    let entropy = host((logps.clone().exp() * logps).sum_dim(1).reshape([n]).neg());
-    let argmax = logits
-        .argmax(1)
-        .reshape([n])
+    // The three statistics in one `[3, n]` tensor, read back at once (each
+    // read waits for the device); token ids are exact in f32 below 2^24.
+    let statistics = Tensor::cat(
+        vec![
+            logits.clone().mean_dim(1).reshape([1, n]).cast(DType::F32),
+            (logps.clone().exp() * logps)
+                .sum_dim(1)
+                .reshape([1, n])
+                .neg()
+                .cast(DType::F32),
+            logits.argmax(1).reshape([1, n]).float().cast(DType::F32),
+        ],
+        0,
+    );
+    let host = statistics
         .into_data()
-        .convert::<i64>()
-        .to_vec::<i64>()
-        .expect("argmax ids");
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("f32 statistics");
+    let (mean_logits, rest) = host.split_at(n);
+    let (entropy, argmax) = rest.split_at(n);
     let stats = (0..n)
         .map(|i| RowStats {
             mean_logit: mean_logits[i],
             entropy: entropy[i],
-            target_is_top: argmax[i] == targets[i],
+            target_is_top: argmax[i] as i64 == targets[i],
         })
         .collect();
     (picked, stats)
