@@ -22,25 +22,9 @@ pub fn split_files(
     split: &str,
     config: Option<&str>,
 ) -> Result<Vec<PathBuf>, DataError> {
-    let mut roots = Vec::new();
-    if let Some(config) = config.filter(|c| *c != "default") {
-        roots.push(dir.join(config));
-    }
-    roots.push(dir.to_path_buf());
-    for root in &roots {
-        let single = root.join(format!("{split}.parquet"));
-        if single.is_file() {
-            return Ok(vec![single]);
-        }
-        let prefix = format!("{split}-");
-        let sharded = parquet_files(&root.join("data"), |name| name.starts_with(&prefix));
-        if !sharded.is_empty() {
-            return Ok(sharded);
-        }
-        let folder = parquet_files(&root.join(split), |_| true);
-        if !folder.is_empty() {
-            return Ok(folder);
-        }
+    let found = split_paths(&relative_files(dir), split, config);
+    if !found.is_empty() {
+        return Ok(found.iter().map(|rel| dir.join(rel)).collect());
     }
     Err(DataError::SplitNotFound {
         id: id.to_string(),
@@ -48,6 +32,69 @@ pub fn split_files(
         split: split.to_string(),
         available: available_splits(dir),
     })
+}
+
+/// The files of split `split` among `paths` (relative, `/`-separated, as
+/// a folder holds them or as the hub lists a dataset repo), sorted: the
+/// layout rules of this module's doc, written once so that a download
+/// fetches exactly the files a read will pick.
+pub fn split_paths(paths: &[String], split: &str, config: Option<&str>) -> Vec<String> {
+    let mut roots = Vec::new();
+    if let Some(config) = config.filter(|c| *c != "default") {
+        roots.push(format!("{config}/"));
+    }
+    roots.push(String::new());
+    let parquet_in = |folder: &str, keep: &dyn Fn(&str) -> bool| {
+        let mut files: Vec<String> = paths
+            .iter()
+            .filter(|p| p.ends_with(".parquet"))
+            .filter(|p| {
+                p.strip_prefix(folder)
+                    .is_some_and(|name| !name.contains('/') && keep(name))
+            })
+            .cloned()
+            .collect();
+        files.sort();
+        files
+    };
+    let prefix = format!("{split}-");
+    let single = format!("{split}.parquet");
+    for root in &roots {
+        let found = [
+            parquet_in(root, &|name| name == single),
+            parquet_in(&format!("{root}data/"), &|name| name.starts_with(&prefix)),
+            parquet_in(&format!("{root}{split}/"), &|_| true),
+        ];
+        if let Some(files) = found.into_iter().find(|f| !f.is_empty()) {
+            return files;
+        }
+    }
+    Vec::new()
+}
+
+/// Files under `dir` as relative `/`-separated paths, three levels deep
+/// (`CONFIG/data/FILE` is the deepest layout read); links are followed, as
+/// the hub cache's snapshot files are links to its blobs.
+fn relative_files(dir: &Path) -> Vec<String> {
+    fn walk(dir: &Path, prefix: &str, depth: usize, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let path = entry.path();
+            if path.is_file() {
+                out.push(format!("{prefix}{name}"));
+            } else if path.is_dir() && depth > 1 {
+                walk(&path, &format!("{prefix}{name}/"), depth - 1, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, "", 3, &mut out);
+    out
 }
 
 /// `*.parquet` files directly in `dir` whose name passes `keep`, sorted.
@@ -160,5 +207,31 @@ mod tests {
             text.contains("no split `test`") && text.contains("train, train_sft"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn split_paths_picks_a_config_first_and_only_the_split_asked() {
+        let listed: Vec<String> = [
+            "README.md",
+            "data/train-00000-of-00001.parquet",
+            "data/test-00000-of-00001.parquet",
+            "other/data/train-00000-of-00001.parquet",
+            "data/train_gen-00000-of-00001.parquet",
+        ]
+        .map(str::to_string)
+        .to_vec();
+        assert_eq!(
+            split_paths(&listed, "train", None),
+            ["data/train-00000-of-00001.parquet"]
+        );
+        assert_eq!(
+            split_paths(&listed, "train", Some("other")),
+            ["other/data/train-00000-of-00001.parquet"]
+        );
+        assert_eq!(
+            split_paths(&listed, "test", Some("other")),
+            ["data/test-00000-of-00001.parquet"]
+        );
+        assert!(split_paths(&listed, "validation", None).is_empty());
     }
 }
