@@ -3,7 +3,8 @@
 //! Imports `recipe` only, never `model` or `train` (`docs/architecture.md`,
 //! "Dependency rules"). Rows flow:
 //!
-//! - [`hub`]: dataset/model ids to local folders (ALIGN_DATA_DIR, HF cache).
+//! - [`hub`]: dataset/model ids to local folders (ALIGN_DATA_DIR, HF cache),
+//!   and the downloads from the Hugging Face Hub that fill the cache.
 //! - [`source`]: a split's parquet files, read with parquet + arrow.
 //! - [`schema`]: columns to records (preference pairs, conversations).
 //! - [`mixer`]: the handbook's dataset mixer (fractions, seeded shuffle).

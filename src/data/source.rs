@@ -1,9 +1,10 @@
 //! Split files of a dataset folder, and reading them with parquet + arrow.
 //!
 //! Split `NAME` of a folder is, first match wins: `NAME.parquet`,
-//! `data/NAME-*.parquet` (the hub's layout), `NAME/*.parquet`; for a hub
-//! config `C` other than `default`, the same under `C/` first. Several
-//! files are read in name order.
+//! `data/NAME-*.parquet` (the hub's layout), `NAME-*.parquet`,
+//! `NAME/*.parquet`; for a hub config `C` other than `default`, the same
+//! under `C/` first (the hub's `C/NAME-*.parquet`). Several files are read
+//! in name order.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,7 @@ pub fn split_paths(paths: &[String], split: &str, config: Option<&str>) -> Vec<S
         let found = [
             parquet_in(root, &|name| name == single),
             parquet_in(&format!("{root}data/"), &|name| name.starts_with(&prefix)),
+            parquet_in(root, &|name| name.starts_with(&prefix)),
             parquet_in(&format!("{root}{split}/"), &|_| true),
         ];
         if let Some(files) = found.into_iter().find(|f| !f.is_empty()) {
@@ -216,6 +218,7 @@ mod tests {
             "data/train-00000-of-00001.parquet",
             "data/test-00000-of-00001.parquet",
             "other/data/train-00000-of-00001.parquet",
+            "third/train-00000-of-00001.parquet",
             "data/train_gen-00000-of-00001.parquet",
         ]
         .map(str::to_string)
@@ -231,6 +234,10 @@ mod tests {
         assert_eq!(
             split_paths(&listed, "test", Some("other")),
             ["data/test-00000-of-00001.parquet"]
+        );
+        assert_eq!(
+            split_paths(&listed, "train", Some("third")),
+            ["third/train-00000-of-00001.parquet"]
         );
         assert!(split_paths(&listed, "validation", None).is_empty());
     }
