@@ -1,6 +1,8 @@
 //! Split files of a dataset folder, and reading them with parquet + arrow.
 //!
-//! Split `NAME` of a folder is, first match wins: `NAME.parquet`,
+//! Split `NAME` of a folder is, first match wins: the files the dataset
+//! card (`README.md`) gives for it in its `configs:` (see `card`),
+//! `NAME.parquet`,
 //! `data/NAME-*.parquet` (the hub's layout), `NAME-*.parquet`,
 //! `NAME/*.parquet`; for a hub config `C` other than `default`, the same
 //! under `C/` first (the hub's `C/NAME-*.parquet`). Several files are read
@@ -14,6 +16,7 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use super::card::{glob_match, split_patterns};
 use super::error::DataError;
 
 /// The parquet files of one split, in read order.
@@ -23,7 +26,8 @@ pub fn split_files(
     split: &str,
     config: Option<&str>,
 ) -> Result<Vec<PathBuf>, DataError> {
-    let found = split_paths(&relative_files(dir), split, config);
+    let card = std::fs::read_to_string(dir.join("README.md")).ok();
+    let found = split_paths(&relative_files(dir), split, config, card.as_deref());
     if !found.is_empty() {
         return Ok(found.iter().map(|rel| dir.join(rel)).collect());
     }
@@ -39,7 +43,23 @@ pub fn split_files(
 /// a folder holds them or as the hub lists a dataset repo), sorted: the
 /// layout rules of this module's doc, written once so that a download
 /// fetches exactly the files a read will pick.
-pub fn split_paths(paths: &[String], split: &str, config: Option<&str>) -> Vec<String> {
+pub fn split_paths(
+    paths: &[String],
+    split: &str,
+    config: Option<&str>,
+    card: Option<&str>,
+) -> Vec<String> {
+    if let Some(patterns) = card.and_then(|text| split_patterns(text, config, split)) {
+        let mut files: Vec<String> = paths
+            .iter()
+            .filter(|p| p.ends_with(".parquet") && patterns.iter().any(|g| glob_match(g, p)))
+            .cloned()
+            .collect();
+        files.sort();
+        if !files.is_empty() {
+            return files;
+        }
+    }
     let mut roots = Vec::new();
     if let Some(config) = config.filter(|c| *c != "default") {
         roots.push(format!("{config}/"));
@@ -224,21 +244,26 @@ mod tests {
         .map(str::to_string)
         .to_vec();
         assert_eq!(
-            split_paths(&listed, "train", None),
+            split_paths(&listed, "train", None, None),
             ["data/train-00000-of-00001.parquet"]
         );
         assert_eq!(
-            split_paths(&listed, "train", Some("other")),
+            split_paths(&listed, "train", Some("other"), None),
             ["other/data/train-00000-of-00001.parquet"]
         );
         assert_eq!(
-            split_paths(&listed, "test", Some("other")),
+            split_paths(&listed, "test", Some("other"), None),
             ["data/test-00000-of-00001.parquet"]
         );
         assert_eq!(
-            split_paths(&listed, "train", Some("third")),
+            split_paths(&listed, "train", Some("third"), None),
             ["third/train-00000-of-00001.parquet"]
         );
-        assert!(split_paths(&listed, "validation", None).is_empty());
+        assert!(split_paths(&listed, "validation", None, None).is_empty());
+        let card = "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: validation\n    path: other/data/train-*\n---\n";
+        assert_eq!(
+            split_paths(&listed, "validation", None, Some(card)),
+            ["other/data/train-00000-of-00001.parquet"]
+        );
     }
 }

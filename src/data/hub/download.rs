@@ -18,7 +18,7 @@ use super::progress::{Display, FileProgress};
 use super::remote::RemoteRepo;
 use super::settings::HubSettings;
 use super::wanted::{RepoNeed, files_to_fetch, is_complete, needs_of};
-use super::{Found, lookup};
+use super::{Found, RepoKind, lookup};
 
 /// What became of one repo.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,7 +108,12 @@ pub fn make_local(
     }
     let remote = RemoteRepo::new(settings, &need.id, need.kind, &need.revision)?;
     let listing = remote.list()?;
-    let wanted = files_to_fetch(need, &listing.paths())?;
+    let paths = listing.paths();
+    let card = match need.kind == RepoKind::Dataset && paths.iter().any(|p| p == "README.md") {
+        true => Some(read_card(&remote, display, dry_run)?),
+        false => None,
+    };
+    let wanted = files_to_fetch(need, &paths, card.as_deref())?;
     let missing: Vec<(String, Option<u64>)> = wanted
         .into_iter()
         .filter(|file| remote.cached(file).is_none())
@@ -134,6 +139,19 @@ pub fn make_local(
     })
 }
 
+/// A dataset's README.md: from the cache, else downloaded into it (a dry
+/// run reads it without keeping it).
+fn read_card(remote: &RemoteRepo, display: Display, dry_run: bool) -> Result<String, HubError> {
+    let path = match (remote.cached("README.md"), dry_run) {
+        (Some(path), _) => path,
+        (None, true) => return remote.read_text("README.md"),
+        (None, false) => {
+            remote.download("README.md", FileProgress::new(display, "README.md".into()))?
+        }
+    };
+    std::fs::read_to_string(&path).map_err(|source| HubError::Cache { path, source })
+}
+
 impl fmt::Display for DownloadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (need, status) in &self.repos {
@@ -155,7 +173,11 @@ impl fmt::Display for DownloadReport {
                     writeln!(f, "{name}: would download {} file(s):", files.len())?;
                     for (file, size) in files {
                         let size = size.map(|s| HumanBytes(s).to_string());
-                        writeln!(f, "  {file} ({})", size.as_deref().unwrap_or("size unknown"))?;
+                        writeln!(
+                            f,
+                            "  {file} ({})",
+                            size.as_deref().unwrap_or("size unknown")
+                        )?;
                     }
                 }
             }

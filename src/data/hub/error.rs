@@ -106,7 +106,10 @@ pub enum HubError {
         message: String,
     },
 
-    #[error("{what} `{id}`{}: the hub answered {status}: {message}", file_text(file))]
+    #[error(
+        "{what} `{id}`{}: the hub answered {status}: {message}",
+        file_text(file)
+    )]
     Http {
         what: &'static str,
         id: String,

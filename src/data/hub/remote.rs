@@ -56,6 +56,7 @@ pub struct RemoteRepo {
     id: String,
     endpoint: String,
     has_token: bool,
+    token: Option<String>,
     revision: String,
     folder: PathBuf,
     api: ApiRepo,
@@ -90,6 +91,7 @@ impl RemoteRepo {
             id: id.to_string(),
             endpoint: settings.endpoint.clone(),
             has_token: settings.token.is_some(),
+            token: settings.token.clone(),
             revision: revision.to_string(),
             folder: settings.cache_dir.join(repo.folder_name()),
             api: api.repo(repo.clone()),
@@ -125,6 +127,23 @@ impl RemoteRepo {
         self.api
             .download_with_progress(file, progress)
             .map_err(|e| self.api_error(e, file))
+    }
+
+    /// A small file's text, read without writing it to the cache.
+    pub fn read_text(&self, file: &str) -> Result<String, HubError> {
+        let mut request = ureq::get(&self.api.url(file));
+        if let Some(token) = &self.token {
+            request = request.set("Authorization", &format!("Bearer {token}"));
+        }
+        let response = request
+            .call()
+            .map_err(|e| self.request_error(e, Some(file)))?;
+        response.into_string().map_err(|e| HubError::Download {
+            what: self.what,
+            id: self.id.clone(),
+            file: Some(file.to_string()),
+            message: e.to_string(),
+        })
     }
 
     fn api_error(&self, error: ApiError, file: &str) -> HubError {

@@ -4,7 +4,8 @@
 //! the stage starts from scratch, the safetensors weights; other formats
 //! (`.bin`, `.gguf`, ONNX) are never fetched. Datasets: only the parquet
 //! files of the splits the recipe reads, picked by the same rules the
-//! reader uses (`source::split_paths`).
+//! reader uses (`source::split_paths`, the dataset card's `configs:` first),
+//! and the card itself.
 
 use std::path::Path;
 
@@ -56,7 +57,12 @@ pub fn needs_of(stages: &[StageConfig]) -> Vec<RepoNeed> {
         let model = &stage.model;
         // (id, read as a model, weights read)
         let mut models = vec![(&model.model_name_or_path, true, !model.init_from_scratch)];
-        models.extend(model.tokenizer_name_or_path.as_ref().map(|id| (id, false, false)));
+        models.extend(
+            model
+                .tokenizer_name_or_path
+                .as_ref()
+                .map(|id| (id, false, false)),
+        );
         models.extend(model.ref_model.as_ref().map(|id| (id, true, true)));
         for (id, config, weights) in models {
             if is_hub_id(id) && !written.contains(&id.as_str()) {
@@ -104,14 +110,20 @@ pub fn is_hub_id(id: &str) -> bool {
     parts.len() <= 2 && parts.iter().all(|p| part_ok(p))
 }
 
-/// The files of `need` among the repo's `paths`, in download order.
-pub fn files_to_fetch(need: &RepoNeed, paths: &[String]) -> Result<Vec<String>, HubError> {
+/// The files of `need` among the repo's `paths`, in download order;
+/// `card` is a dataset's README.md, when it has one.
+pub fn files_to_fetch(
+    need: &RepoNeed,
+    paths: &[String],
+    card: Option<&str>,
+) -> Result<Vec<String>, HubError> {
     match need.kind {
         RepoKind::Model => model_files(need, paths),
         RepoKind::Dataset => {
-            let mut files = Vec::new();
+            let mut files: Vec<String> =
+                card.map(|_| "README.md".to_string()).into_iter().collect();
             for (config, split) in &need.splits {
-                let found = split_paths(paths, split, config.as_deref());
+                let found = split_paths(paths, split, config.as_deref(), card);
                 if found.is_empty() {
                     return Err(HubError::NoSplit {
                         id: need.id.clone(),
@@ -140,7 +152,10 @@ fn model_files(need: &RepoNeed, paths: &[String]) -> Result<Vec<String>, HubErro
         .cloned()
         .collect();
     if need.weights {
-        let single = paths.iter().filter(root).find(|p| *p == "model.safetensors");
+        let single = paths
+            .iter()
+            .filter(root)
+            .find(|p| *p == "model.safetensors");
         let shards: Vec<String> = match single {
             Some(file) => vec![file.clone()],
             None => paths
@@ -239,7 +254,7 @@ mod tests {
             "tokenizer.model",
             "examples/example.json",
         ]);
-        let files = files_to_fetch(&model(true), &paths).expect("files");
+        let files = files_to_fetch(&model(true), &paths, None).expect("files");
         assert_eq!(
             files,
             [
@@ -250,10 +265,14 @@ mod tests {
                 "model-00002-of-00002.safetensors"
             ]
         );
-        let config_only = files_to_fetch(&model(false), &paths).expect("files");
+        let config_only = files_to_fetch(&model(false), &paths, None).expect("files");
         assert_eq!(config_only.len(), 3);
-        let err = files_to_fetch(&model(true), &listed(&["config.json", "pytorch_model.bin"]))
-            .expect_err("no safetensors");
+        let err = files_to_fetch(
+            &model(true),
+            &listed(&["config.json", "pytorch_model.bin"]),
+            None,
+        )
+        .expect_err("no safetensors");
         assert!(err.to_string().contains("pytorch_model.bin"), "{err}");
     }
 
@@ -273,12 +292,12 @@ mod tests {
             "data/test-00000-of-00001.parquet",
         ]);
         assert_eq!(
-            files_to_fetch(&need, &paths).expect("files"),
+            files_to_fetch(&need, &paths, None).expect("files"),
             ["data/train-00000-of-00001.parquet"]
         );
         let mut missing = need.clone();
         missing.splits = vec![(None, "train_prefs".into())];
-        let err = files_to_fetch(&missing, &paths).expect_err("no such split");
+        let err = files_to_fetch(&missing, &paths, None).expect_err("no such split");
         assert!(err.to_string().contains("split `train_prefs`"), "{err}");
     }
 
