@@ -493,7 +493,12 @@ fn download(path: &Path, set: &[String], dry_run: bool, quiet: bool) -> Result<(
     let recipe =
         Recipe::load_as(path, set, None).with_context(|| format!("reading {}", path.display()))?;
     let settings = HubSettings::from_env();
-    let report = download_recipe(&recipe.stages, &settings, Display::for_stderr(quiet), dry_run)?;
+    let report = download_recipe(
+        &recipe.stages,
+        &settings,
+        Display::for_stderr(quiet),
+        dry_run,
+    )?;
     print!("{report}");
     if dry_run {
         println!(
