@@ -236,6 +236,20 @@ enum Command {
         #[command(flatten)]
         plan: PlanFlags,
     },
+    /// Fetch the models and datasets a recipe names from the Hugging Face Hub
+    /// into its cache (only what is not already local; HF_TOKEN for gated repos).
+    Download {
+        recipe: PathBuf,
+        /// List the files that would be downloaded, with their sizes; fetch nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Override a recipe key: KEY=VALUE (as for train).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// No progress bars, only the final report and errors.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Evaluation only (eval split), metrics with the eval_ prefix.
     Eval {
         config: PathBuf,
@@ -371,6 +385,12 @@ fn run(cli: Cli) -> Result<()> {
             flags,
             plan,
         } => train(&config, &flags, Some(StageKind::Dpo), &plan, true),
+        Command::Download {
+            recipe,
+            dry_run,
+            set,
+            quiet,
+        } => download(&recipe, &set, dry_run, quiet),
         Command::Eval { config, flags } => {
             if let Some(devices) = &flags.devices
                 && devices.contains(',')
@@ -465,6 +485,29 @@ fn train(
         force,
     };
     on_backend(flags, task)
+}
+
+/// `align download`: every hub repo the recipe reads, into the cache.
+fn download(path: &Path, set: &[String], dry_run: bool, quiet: bool) -> Result<()> {
+    use align::data::hub::{HubSettings, download_recipe, progress::Display};
+    let recipe =
+        Recipe::load_as(path, set, None).with_context(|| format!("reading {}", path.display()))?;
+    let settings = HubSettings::from_env();
+    let report = download_recipe(
+        &recipe.stages,
+        &settings,
+        Display::for_stderr(quiet),
+        dry_run,
+    )?;
+    print!("{report}");
+    if dry_run {
+        println!(
+            "total: {} to download into {}",
+            indicatif::HumanBytes(report.bytes()),
+            settings.cache_dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// `--dry-run`: the plan of every stage, as text or one JSON object.

@@ -41,7 +41,7 @@ pub enum DataError {
     },
 
     #[error(
-        "{what} `{id}` not found: no such folder, and not in {}",
+        "{what} `{id}` not found: no such folder, and not in {}; `align download RECIPE` fetches a hub id into the cache",
         tried_text(tried)
     )]
     NotFound {
@@ -50,7 +50,7 @@ pub enum DataError {
         tried: Vec<PathBuf>,
     },
 
-    #[error("dataset `{id}` ({}): no split `{split}` (looked for {split}.parquet, data/{split}-*.parquet, {split}/*.parquet); splits found: {}", dir.display(), list_text(available))]
+    #[error("dataset `{id}` ({}): no split `{split}` (looked for {split}.parquet, data/{split}-*.parquet, {split}-*.parquet, {split}/*.parquet); splits found: {}", dir.display(), list_text(available))]
     SplitNotFound {
         id: String,
         dir: PathBuf,

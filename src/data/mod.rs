@@ -3,8 +3,10 @@
 //! Imports `recipe` only, never `model` or `train` (`docs/architecture.md`,
 //! "Dependency rules"). Rows flow:
 //!
-//! - [`hub`]: dataset/model ids to local folders (ALIGN_DATA_DIR, HF cache).
+//! - [`hub`]: dataset/model ids to local folders (ALIGN_DATA_DIR, HF cache),
+//!   and the downloads from the Hugging Face Hub that fill the cache.
 //! - [`source`]: a split's parquet files, read with parquet + arrow.
+//! - [`card`]: a dataset card's `configs:`, the files of each split.
 //! - [`schema`]: columns to records (preference pairs, conversations).
 //! - [`mixer`]: the handbook's dataset mixer (fractions, seeded shuffle).
 //! - [`tokenizer`]: `tokenizer.json` + special tokens + chat template text.
@@ -17,6 +19,7 @@
 //! - [`error`]: [`DataError`], naming file, column and row.
 
 pub mod batch;
+pub mod card;
 pub mod chat;
 pub mod dump;
 mod dump_summary;

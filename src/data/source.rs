@@ -1,9 +1,12 @@
 //! Split files of a dataset folder, and reading them with parquet + arrow.
 //!
-//! Split `NAME` of a folder is, first match wins: `NAME.parquet`,
-//! `data/NAME-*.parquet` (the hub's layout), `NAME/*.parquet`; for a hub
-//! config `C` other than `default`, the same under `C/` first. Several
-//! files are read in name order.
+//! Split `NAME` of a folder is, first match wins: the files the dataset
+//! card (`README.md`) gives for it in its `configs:` (see `card`),
+//! `NAME.parquet`,
+//! `data/NAME-*.parquet` (the hub's layout), `NAME-*.parquet`,
+//! `NAME/*.parquet`; for a hub config `C` other than `default`, the same
+//! under `C/` first (the hub's `C/NAME-*.parquet`). Several files are read
+//! in name order.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -13,6 +16,7 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use super::card::{glob_match, split_patterns};
 use super::error::DataError;
 
 /// The parquet files of one split, in read order.
@@ -22,25 +26,10 @@ pub fn split_files(
     split: &str,
     config: Option<&str>,
 ) -> Result<Vec<PathBuf>, DataError> {
-    let mut roots = Vec::new();
-    if let Some(config) = config.filter(|c| *c != "default") {
-        roots.push(dir.join(config));
-    }
-    roots.push(dir.to_path_buf());
-    for root in &roots {
-        let single = root.join(format!("{split}.parquet"));
-        if single.is_file() {
-            return Ok(vec![single]);
-        }
-        let prefix = format!("{split}-");
-        let sharded = parquet_files(&root.join("data"), |name| name.starts_with(&prefix));
-        if !sharded.is_empty() {
-            return Ok(sharded);
-        }
-        let folder = parquet_files(&root.join(split), |_| true);
-        if !folder.is_empty() {
-            return Ok(folder);
-        }
+    let card = std::fs::read_to_string(dir.join("README.md")).ok();
+    let found = split_paths(&relative_files(dir), split, config, card.as_deref());
+    if !found.is_empty() {
+        return Ok(found.iter().map(|rel| dir.join(rel)).collect());
     }
     Err(DataError::SplitNotFound {
         id: id.to_string(),
@@ -48,6 +37,86 @@ pub fn split_files(
         split: split.to_string(),
         available: available_splits(dir),
     })
+}
+
+/// The files of split `split` among `paths` (relative, `/`-separated, as
+/// a folder holds them or as the hub lists a dataset repo), sorted: the
+/// layout rules of this module's doc, written once so that a download
+/// fetches exactly the files a read will pick.
+pub fn split_paths(
+    paths: &[String],
+    split: &str,
+    config: Option<&str>,
+    card: Option<&str>,
+) -> Vec<String> {
+    if let Some(patterns) = card.and_then(|text| split_patterns(text, config, split)) {
+        let mut files: Vec<String> = paths
+            .iter()
+            .filter(|p| p.ends_with(".parquet") && patterns.iter().any(|g| glob_match(g, p)))
+            .cloned()
+            .collect();
+        files.sort();
+        if !files.is_empty() {
+            return files;
+        }
+    }
+    let mut roots = Vec::new();
+    if let Some(config) = config.filter(|c| *c != "default") {
+        roots.push(format!("{config}/"));
+    }
+    roots.push(String::new());
+    let parquet_in = |folder: &str, keep: &dyn Fn(&str) -> bool| {
+        let mut files: Vec<String> = paths
+            .iter()
+            .filter(|p| p.ends_with(".parquet"))
+            .filter(|p| {
+                p.strip_prefix(folder)
+                    .is_some_and(|name| !name.contains('/') && keep(name))
+            })
+            .cloned()
+            .collect();
+        files.sort();
+        files
+    };
+    let prefix = format!("{split}-");
+    let single = format!("{split}.parquet");
+    for root in &roots {
+        let found = [
+            parquet_in(root, &|name| name == single),
+            parquet_in(&format!("{root}data/"), &|name| name.starts_with(&prefix)),
+            parquet_in(root, &|name| name.starts_with(&prefix)),
+            parquet_in(&format!("{root}{split}/"), &|_| true),
+        ];
+        if let Some(files) = found.into_iter().find(|f| !f.is_empty()) {
+            return files;
+        }
+    }
+    Vec::new()
+}
+
+/// Files under `dir` as relative `/`-separated paths, three levels deep
+/// (`CONFIG/data/FILE` is the deepest layout read); links are followed, as
+/// the hub cache's snapshot files are links to its blobs.
+fn relative_files(dir: &Path) -> Vec<String> {
+    fn walk(dir: &Path, prefix: &str, depth: usize, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let path = entry.path();
+            if path.is_file() {
+                out.push(format!("{prefix}{name}"));
+            } else if path.is_dir() && depth > 1 {
+                walk(&path, &format!("{prefix}{name}/"), depth - 1, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, "", 3, &mut out);
+    out
 }
 
 /// `*.parquet` files directly in `dir` whose name passes `keep`, sorted.
@@ -159,6 +228,42 @@ mod tests {
         assert!(
             text.contains("no split `test`") && text.contains("train, train_sft"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn split_paths_picks_a_config_first_and_only_the_split_asked() {
+        let listed: Vec<String> = [
+            "README.md",
+            "data/train-00000-of-00001.parquet",
+            "data/test-00000-of-00001.parquet",
+            "other/data/train-00000-of-00001.parquet",
+            "third/train-00000-of-00001.parquet",
+            "data/train_gen-00000-of-00001.parquet",
+        ]
+        .map(str::to_string)
+        .to_vec();
+        assert_eq!(
+            split_paths(&listed, "train", None, None),
+            ["data/train-00000-of-00001.parquet"]
+        );
+        assert_eq!(
+            split_paths(&listed, "train", Some("other"), None),
+            ["other/data/train-00000-of-00001.parquet"]
+        );
+        assert_eq!(
+            split_paths(&listed, "test", Some("other"), None),
+            ["data/test-00000-of-00001.parquet"]
+        );
+        assert_eq!(
+            split_paths(&listed, "train", Some("third"), None),
+            ["third/train-00000-of-00001.parquet"]
+        );
+        assert!(split_paths(&listed, "validation", None, None).is_empty());
+        let card = "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: validation\n    path: other/data/train-*\n---\n";
+        assert_eq!(
+            split_paths(&listed, "validation", None, Some(card)),
+            ["other/data/train-00000-of-00001.parquet"]
         );
     }
 }

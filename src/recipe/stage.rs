@@ -31,7 +31,7 @@ pub struct StageConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ModelArgs {
-    /// A local folder or a hub id (resolved offline through the HF cache).
+    /// A local folder or a hub id (looked up locally, else downloaded into the HF cache).
     pub model_name_or_path: String,
     pub model_revision: String,
     /// Tokenizer folder or id; `None`: the model's.

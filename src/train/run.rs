@@ -7,12 +7,16 @@ use std::path::Path;
 use super::TrainBackend;
 use super::parallel::{Cluster, run_stage_parallel};
 use super::stage::{RunOptions, StageError, StageOutcome, run_stage};
+use crate::data::hub::progress::Display;
+use crate::data::hub::{HubError, HubSettings, download_recipe};
 use crate::recipe::{Recipe, RecipeError, StageConfig, StageKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
     Recipe(#[from] RecipeError),
+    #[error(transparent)]
+    Download(#[from] HubError),
     #[error("stage {index} ({kind}): {error}")]
     Stage {
         index: usize,
@@ -55,6 +59,13 @@ pub fn run_recipe_on<A: TrainBackend>(
     let recipe = Recipe::load_as(path, overrides, kind)?;
     for warning in &recipe.warnings {
         eprintln!("warning: {warning}");
+    }
+    // Models and datasets named by hub id and not found locally are
+    // fetched now, so that no stage starts and then waits on the network.
+    let display = Display::for_stderr(options.quiet);
+    let fetched = download_recipe(&recipe.stages, &HubSettings::from_env(), display, false)?;
+    if !options.quiet && fetched.bytes() > 0 {
+        eprint!("{fetched}");
     }
     let mut results = Vec::new();
     for (index, stage) in recipe.stages.iter().enumerate() {

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: fixture paths and JSONL reading.
 #![allow(dead_code)]
 
+pub mod fake_hub;
 pub mod fixture_dpo;
 
 use std::path::PathBuf;
